@@ -1,0 +1,1 @@
+"""Gymnasium text environments, the action parser and the level files they read."""

@@ -1,0 +1,1 @@
+"""Model loading, batched rollouts, the ERL trainer and the `erlgym` command line."""
