@@ -1,0 +1,235 @@
+"""The ``erlgym`` command line: ``train``, ``eval`` and ``play``.
+
+``train`` options are generated from :class:`~erlgym.erl.config.TrainConfig`, so
+every option has the field's help text and default. Errors in user input (an unknown
+environment, a bad value, a missing model, an unwritable directory) print one message
+naming the value and the fix, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from erlgym.erl.config import EVAL_SEED_OFFSET, ConfigError, TrainConfig
+
+console = Console(stderr=True)
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad user input; printed without a traceback, exit status 2."""
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error.msg}): {text!r}") from error
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"size\": 4}}', got {text!r}")
+    return value
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Add one option per TrainConfig field, with its help text and default."""
+    for spec in dataclasses.fields(TrainConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        help_text = f"{spec.metadata.get('help', '')} (default: {default})"
+        if spec.name == "env_kwargs":
+            parser.add_argument(flag, type=_json_object, default=None, help=help_text)
+        elif spec.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(spec.type), str)
+            parser.add_argument(flag, type=kind, default=None, choices=spec.metadata.get("choices"), help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="erlgym", description="Train language agents with Experiential Reinforcement Learning (ERL).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('erlgym')}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Show library log messages.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="Train a model with ERL or the GRPO baseline.",
+                                description="Train a model with ERL (--method erl) or the GRPO baseline (--method grpo).")
+    train.add_argument("--config", type=Path, help="JSON file of TrainConfig fields; options given here override it.")
+    train.add_argument("--resume", action="store_true", help="Continue the run in --output-dir from its last checkpoint.")
+    _add_config_options(train)
+
+    evaluate = commands.add_parser("eval", help="Measure a model or a run on held-out seeds.")
+    evaluate.add_argument("--env", default=None, help="Environment id (default: the run's env, else erlgym/FrozenLake-v0).")
+    evaluate.add_argument("--env-kwargs", type=_json_object, default=None,
+                          help="gymnasium.make keyword arguments as JSON (default: the run's, else none).")
+    evaluate.add_argument("--model", default="default", help="Model spec or a run directory (default: default).")
+    evaluate.add_argument("--episodes", type=int, default=64, help="Held-out episodes (default: 64).")
+    evaluate.add_argument("--seed-offset", type=int, default=EVAL_SEED_OFFSET,
+                          help=f"First held-out seed (default: {EVAL_SEED_OFFSET}).")
+    evaluate.add_argument("--temperature", type=float, default=0.0, help="Sampling temperature; 0 is greedy (default: 0).")
+    evaluate.add_argument("--max-new-tokens", type=int, default=24, help="Maximum new tokens per turn (default: 24).")
+    evaluate.add_argument("--batch-size", type=int, default=32, help="Episodes generated together (default: 32).")
+    evaluate.add_argument("--out", type=Path, default=None,
+                          help="JSON file for the results (default: RUN_DIR/eval.json for a run, else print only).")
+
+    play = commands.add_parser("play", help="Play an environment in the terminal with the text the model sees.")
+    play.add_argument("env_id", help="Environment id, e.g. erlgym/FrozenLake-v0.")
+    play.add_argument("--env-kwargs", type=_json_object, default={}, help="gymnasium.make keyword arguments as JSON.")
+    play.add_argument("--seed", type=int, default=None, help="Episode seed (default: random).")
+    return parser
+
+
+def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
+    values: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            values = json.loads(args.config.read_text())
+        except FileNotFoundError as error:
+            raise UsageError(f"Config file {args.config} not found. Pass an existing JSON file.") from error
+        except json.JSONDecodeError as error:
+            raise UsageError(f"Config file {args.config} is not valid JSON: {error.msg} at line {error.lineno}.") from error
+        if not isinstance(values, dict):
+            raise UsageError(f"Config file {args.config} must contain a JSON object of TrainConfig fields.")
+    if args.resume and args.output_dir is None and "output_dir" not in values:
+        raise UsageError("--resume needs --output-dir RUN_DIR naming the run to continue.")
+    if args.resume and args.config is None:
+        run_config = Path(args.output_dir) / "config.json"
+        if run_config.is_file():
+            values = json.loads(run_config.read_text())
+    for spec in dataclasses.fields(TrainConfig):
+        value = getattr(args, spec.name)
+        if value is not None:
+            values[spec.name] = value
+    return TrainConfig.from_dict(values).validate()
+
+
+def format_step_line(record: dict[str, Any], total_steps: int) -> str:
+    """One line per step: success before and after reflection, reward, tokens, seconds."""
+    parts = [f"step {record['step']:>3}/{total_steps}",
+             f"success {record.get('rollout/first_success_rate', 0.0):.2f}"]
+    if record.get("erl/num_reflections", 0) > 0 or "erl/retry_success_rate" in record:
+        parts[-1] += f" → {record.get('erl/success_after_reflection', 0.0):.2f} after reflection"
+    parts += [f"reward {record.get('rollout/first_reward_mean', 0.0):.2f}",
+              f"invalid {record.get('rollout/invalid_action_rate', 0.0):.2f}",
+              f"tokens {int(record.get('tokens/generated_tokens', 0)):,}",
+              f"loss {record.get('loss', 0.0):.4f}",
+              f"{record.get('time/step_s', 0.0):.1f} s"]
+    return " | ".join(parts)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from erlgym.erl.run import train
+
+    config = resolve_train_config(args)
+    console.print(f"[bold]erlgym train[/bold] {config.env} method={config.method} model={config.model} "
+                  f"steps={config.steps}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("loading model", total=config.steps)
+
+        def on_step(record: dict[str, Any]) -> None:
+            progress.console.print(format_step_line(record, config.steps))
+            progress.update(task, completed=record["step"], description="training")
+
+        progress.update(task, description="first step")
+        run_dir = train(config, resume=args.resume, on_step=on_step)
+    console.print(f"Run directory: {run_dir}  (evaluate it with: erlgym eval --model {run_dir})")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from erlgym.erl.evaluate import EvalConfig, evaluate
+    from erlgym.erl.run import STATUS_FILE
+
+    model_path = Path(args.model).expanduser()
+    is_run = (model_path / STATUS_FILE).is_file()
+    env = args.env
+    if env is None:
+        env = json.loads((model_path / "config.json").read_text())["env"] if is_run else "erlgym/FrozenLake-v0"
+    config = EvalConfig(env=env, env_kwargs=args.env_kwargs, model=args.model, episodes=args.episodes,
+                        seed_offset=args.seed_offset, temperature=args.temperature,
+                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("eval", total=config.episodes)
+        results = evaluate(config, on_batch=lambda done, total: progress.update(task, completed=done))
+    out = args.out or (model_path / "eval.json" if is_run else None)
+    if out is not None:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=2))
+        except OSError as error:
+            raise UsageError(f"Cannot write results to {out}: {error.strerror}. Pass a writable --out.") from error
+    print(json.dumps(results, indent=2))
+    if out is not None:
+        console.print(f"Results written to {out}")
+    return 0
+
+
+def run_play(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    from erlgym.erl.run import check_env_id
+
+    check_env_id(args.env_id)
+    try:
+        env = gym.make(args.env_id, **args.env_kwargs)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"Cannot create {args.env_id} with {args.env_kwargs}: {error}") from error
+    seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
+    observation, _ = env.reset(seed=seed)
+    console.rule(f"{args.env_id} seed {seed}: system prompt")
+    print(env.unwrapped.system_prompt)
+    console.rule("observation")
+    print(observation)
+    while True:
+        try:
+            reply = input("your reply> ")
+        except EOFError:
+            print()
+            return 0
+        observation, reward, terminated, truncated, info = env.step(reply)
+        console.rule(f"reward {reward:g}")
+        print(observation)
+        if terminated or truncated:
+            console.rule("episode over")
+            print(info.get("episode_feedback", ""))
+            return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    handlers = {"train": run_train, "eval": run_eval, "play": run_play}
+    from erlgym.erl.models import ModelLoadError
+    from erlgym.erl.run import RunError
+
+    try:
+        return handlers[args.command](args)
+    except (UsageError, ConfigError, RunError, ModelLoadError) as error:
+        console.print(f"[bold red]error:[/bold red] {error}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        console.print("Interrupted. Continue a training run with: erlgym train --resume --output-dir RUN_DIR")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

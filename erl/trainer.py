@@ -1,0 +1,160 @@
+"""The ERL trainer: TRL's GRPOTrainer with erlgym's multi-turn rollouts and per-kind advantages.
+
+TRL's GRPOTrainer supplies the clipped policy-gradient loss, the optimizer and
+scheduler, LoRA through PEFT, accelerate integration, checkpoints and logging.
+:class:`ERLTrainer` replaces only ``_generate_and_score_completions``: instead of one
+completion per prompt scored by reward functions, it runs an ERL step
+(:func:`erlgym.erl.algorithm.collect_step`) and hands TRL the resulting sequences with
+their own advantages and an ``env_mask`` (TRL's ``tool_mask``) that keeps observation
+tokens out of the loss.
+
+NOTE: this relies on GRPOTrainer internals (``_generate_and_score_completions``,
+``_metrics``, the output keys ``_compute_loss`` reads) as of TRL 1.16; pyproject pins
+that minor version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import pad
+
+from erlgym.erl.algorithm import EnvPool, StepSettings, TrainingSample, collect_step
+from erlgym.erl.memory import ReflectionMemory
+from erlgym.erl.rollout import GenerationConfig, RolloutEngine
+
+logger = logging.getLogger(__name__)
+
+MEMORY_FILE = "erl_memory.json"
+
+
+def environment_reward(completions: list[Any], **kwargs: Any) -> list[float]:
+    """Read episode rewards back from the rollout (``kwargs["episode_reward"]``).
+
+    GRPOTrainer requires a reward source. In erlgym the environments compute rewards
+    during the rollout, and :class:`ERLTrainer` turns them into advantages itself, so
+    the trainer's collection step does not call this function.
+    """
+    return [float(value) for value in kwargs.get("episode_reward", [0.0] * len(completions))]
+
+
+class ERLTrainer(GRPOTrainer):
+    """GRPOTrainer whose batches are ERL (or GRPO-baseline) steps over Gymnasium text environments.
+
+    Args:
+        pool: environment copies for rollouts.
+        task_seeds: the seeds that define training tasks, in dataset order.
+        settings: what one collection step does (group size, reflection on or off).
+        generation: sampling settings for rollouts and reflections.
+        memory: the reflection memory; restored from a checkpoint on resume.
+        records_path: JSONL file that receives sample transcripts and reflections.
+        args, model, processing_class, peft_config, callbacks: as for GRPOTrainer.
+    """
+
+    def __init__(self, *, pool: EnvPool, task_seeds: list[int], settings: StepSettings,
+                 generation: GenerationConfig, memory: ReflectionMemory, records_path: Path | None,
+                 args: GRPOConfig, model, processing_class, peft_config=None, callbacks=None):
+        dataset = Dataset.from_dict({
+            "prompt": [f"{pool.env_id} task {seed}" for seed in task_seeds],
+            "task_seed": list(task_seeds),
+        })
+        super().__init__(model=model, reward_funcs=[environment_reward], args=args, train_dataset=dataset,
+                         processing_class=processing_class, peft_config=peft_config, callbacks=callbacks)
+        self.pool = pool
+        self.settings = settings
+        self.memory = memory
+        self.records_path = records_path
+        self.engine = RolloutEngine(self.model, processing_class, generation)
+        self.last_step_metrics: dict[str, float] = {}
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        seeds = list(dict.fromkeys(int(row["task_seed"]) for row in inputs))  # unique, in order
+        result = collect_step(self.engine, self.pool, seeds, self.memory, self.settings,
+                              step=self.state.global_step + 1)
+        self.last_step_metrics = dict(result.metrics)
+        for name, value in result.metrics.items():
+            self._metrics["train"][name].append(value)
+        self._write_records(result.records)
+        return self._to_batch(result.samples)
+
+    def _write_records(self, records: list[dict[str, Any]]) -> None:
+        if self.records_path is None or not self.accelerator.is_main_process:
+            return
+        with open(self.records_path, "a", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def _to_batch(self, samples: list[TrainingSample]) -> dict[str, Any]:
+        """Pad samples into the tensors GRPOTrainer's loss reads.
+
+        The batch is padded with empty samples (every mask 0, advantage 0) to a multiple
+        of ``steps_per_generation``, because TRL splits it into that many equal
+        micro-batches and drops a remainder.
+        """
+        chunks = self.args.steps_per_generation
+        pad_id = self.processing_class.pad_token_id
+        samples = list(samples)
+        filler = math.ceil(max(len(samples), 1) / chunks) * chunks - len(samples)
+        empty = TrainingSample(kind="padding", task_seed=-1, prompt_ids=[pad_id], completion_ids=[pad_id],
+                               env_mask=[0], reward=0.0)
+        samples.extend([empty] * filler)
+        real = [sample.kind != "padding" for sample in samples]
+
+        device = self.accelerator.device
+        prompt_ids = pad([torch.tensor(s.prompt_ids) for s in samples], padding_value=pad_id, padding_side="left")
+        prompt_mask = pad([torch.tensor([int(r)] * len(s.prompt_ids)) for s, r in zip(samples, real)],
+                          padding_value=0, padding_side="left")
+        # Padding samples keep one attended prompt token so that no row is fully masked.
+        prompt_mask[:, -1] = 1
+        completion_ids = pad([torch.tensor(s.completion_ids) for s in samples], padding_value=pad_id,
+                             padding_side="right")
+        completion_mask = pad([torch.tensor([int(r)] * len(s.completion_ids)) for s, r in zip(samples, real)],
+                              padding_value=0, padding_side="right")
+        env_mask = pad([torch.tensor(s.env_mask) for s in samples], padding_value=0, padding_side="right")
+        advantages = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
+
+        num_items_in_batch = self.accelerator.gather((completion_mask * env_mask).sum().to(device)).sum()
+        batch = {
+            "prompt_ids": prompt_ids.to(device),
+            "prompt_mask": prompt_mask.to(device),
+            "completion_ids": completion_ids.to(device),
+            "completion_mask": completion_mask.to(device),
+            "tool_mask": env_mask.to(device),
+            "advantages": advantages.to(device),
+            "num_items_in_batch": num_items_in_batch,
+        }
+        if self.beta != 0.0:
+            batch["ref_per_token_logps"] = self._reference_logps(batch)
+        return batch
+
+    @torch.no_grad()
+    def _reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Per-token log-probabilities under the reference policy, for the KL term."""
+        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        logits_to_keep = batch["completion_ids"].size(1)
+        if self.ref_model is not None:
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.ref_model, input_ids, attention_mask, logits_to_keep,
+                batch_size=self.args.per_device_train_batch_size)
+            return logps
+        model = self.accelerator.unwrap_model(self.model)
+        with model.disable_adapter():
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, logits_to_keep,
+                batch_size=self.args.per_device_train_batch_size)
+        return logps
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.accelerator.is_main_process:
+            checkpoint = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            if checkpoint.is_dir():
+                self.memory.save(checkpoint / MEMORY_FILE)
