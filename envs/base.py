@@ -18,7 +18,8 @@ Class attributes:
 Methods:
 
 * ``_start_episode(task)``: build the episode state, from ``task`` when it is not
-  None, else by drawing from ``self.np_random``.
+  None, else by drawing from ``self.np_random``. ``self.symbol_map`` is already set
+  for the episode, so the method may draw static parts of the state once.
 * ``_apply_action(action) -> Transition``: apply a valid canonical action.
 * ``_render_state() -> str``: the state as text, drawn with ``self.symbol_map``, with
   a legend when ``self.symbols == "plain"``.
@@ -163,8 +164,8 @@ class TextEnv(gymnasium.Env[str, str]):
         # Drawn in both modes, so that plain and hidden episodes with one seed share
         # the task and every later draw from np_random.
         symbol_seed = int(self.np_random.integers(2**32))
-        self._start_episode(task)
         self.symbol_map = self._draw_symbol_map(symbol_seed)
+        self._start_episode(task)
 
         self.step_limit = self.max_steps if self.max_steps is not None else self._default_step_limit()
         self._reset_counters()
