@@ -58,6 +58,9 @@ DIRECTIONS: dict[str, Cell] = {
     "right": (0, 1),
 }
 
+DEFAULT_FLOOR_FRACTION = 0.65
+"""Share of a generated room's interior that is floor; the rest is interior wall."""
+
 # Packaged collections: name -> path under envs/levels/sokoban.
 COLLECTIONS: dict[str, str] = {
     "grigr2001": "Grigr2001_100.xsb",
@@ -436,7 +439,7 @@ def generate_room(
     num_boxes: int = 1,
     max_solution_moves: int = 20,
     min_solution_moves: int = 1,
-    floor_fraction: float = 0.65,
+    floor_fraction: float = DEFAULT_FLOOR_FRACTION,
     max_attempts: int = 200,
     solver_max_nodes: int = 20_000,
 ) -> GeneratedRoom:
