@@ -209,6 +209,7 @@ class SokobanTextEnv(TextEnv):
     * ``num_boxes``: boxes in generated rooms, default 1.
     * ``min_solution_moves``, ``max_solution_moves``: bounds on the shortest
       solution of generated rooms, in moves (pushes included), default 1 and 20.
+      Bounds that few rooms meet make ``reset`` raise RuntimeError after 200 draws.
     * ``symbols``: ``"plain"`` or ``"hidden"``, see Text protocol.
     * ``max_steps``: step limit per episode. Default None: twice the shortest
       solution plus 10 for generated rooms, and 200 for levels from files,

@@ -237,7 +237,7 @@ def parse_levels(text: str, source: str = "<string>") -> list[SokobanLevel]:
         LevelFormatError: a board is malformed or the text contains no board. The message
             names ``source`` and the line number of the problem.
     """
-    raw_boards = list(split_boards(text.splitlines(), source))
+    raw_boards = list(split_boards(text.splitlines()))
     if not raw_boards:
         raise LevelFormatError(
             source, None, "no Sokoban board found, expected XSB rows such as '#@$.#'"
@@ -245,7 +245,7 @@ def parse_levels(text: str, source: str = "<string>") -> list[SokobanLevel]:
     return [build_level(raw.rows, source, raw.title or raw.name) for raw in raw_boards]
 
 
-def split_boards(lines: list[str], source: str) -> Iterator[_RawBoard]:
+def split_boards(lines: list[str]) -> Iterator[_RawBoard]:
     """Group the board rows of an XSB text and attach each board's name.
 
     A board's name is its ``Title:`` line when one follows the board, else the last
