@@ -114,10 +114,10 @@ def _episode_sample(kind: str, episode: Episode, prompt_ids: list[int] | None = 
     )
 
 
-def _invalid_action_rate(episodes: list[Episode]) -> float:
-    invalid = sum(int(episode.info.get("num_invalid_actions", 0)) for episode in episodes)
-    turns = sum(episode.turns for episode in episodes)
-    return invalid / turns if turns else 0.0
+def invalid_action_rate(episodes: list[Episode]) -> float:
+    """Fraction of all turns whose reply named no valid action."""
+    flags = [valid for episode in episodes for valid in episode.action_valid]
+    return flags.count(False) / len(flags) if flags else 0.0
 
 
 def collect_step(
@@ -161,7 +161,7 @@ def collect_step(
     metrics["rollout/first_success_rate"] = float(np.mean([episode.success for episode in first]))
     metrics["rollout/first_reward_mean"] = float(np.mean([episode.reward for episode in first]))
     metrics["rollout/first_turns_mean"] = float(np.mean([episode.turns for episode in first]))
-    metrics["rollout/invalid_action_rate"] = _invalid_action_rate(first)
+    metrics["rollout/invalid_action_rate"] = invalid_action_rate(first)
     metrics["tokens/first_attempt_tokens"] = float(sum(episode.generated_tokens for episode in first))
     records.extend(_episode_record(FIRST_ATTEMPT, episode, step) for episode in first[: min(group, len(first))])
 

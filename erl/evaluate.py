@@ -69,6 +69,7 @@ def evaluate(config: EvalConfig, on_batch: Callable[[int, int], None] | None = N
     """Run ``config.episodes`` first attempts on held-out seeds and return the metrics."""
     import gymnasium as gym
 
+    from erlgym.erl.algorithm import invalid_action_rate
     from erlgym.erl.rollout import GenerationConfig, RolloutEngine
     from erlgym.erl.run import check_env_id
 
@@ -97,8 +98,6 @@ def evaluate(config: EvalConfig, on_batch: Callable[[int, int], None] | None = N
     for env in envs:
         env.close()
 
-    turns = sum(episode.turns for episode in episodes)
-    invalid = sum(int(episode.info.get("num_invalid_actions", 0)) for episode in episodes)
     first_turn_valid = [bool(episode.action_valid[:1] == [True]) for episode in episodes]
     return {
         "env": config.env,
@@ -109,7 +108,7 @@ def evaluate(config: EvalConfig, on_batch: Callable[[int, int], None] | None = N
         "temperature": config.temperature,
         "eval/success_rate": float(np.mean([episode.success for episode in episodes])),
         "eval/mean_steps": float(np.mean([episode.turns for episode in episodes])),
-        "eval/invalid_action_rate": invalid / turns if turns else 0.0,
+        "eval/invalid_action_rate": invalid_action_rate(episodes),
         "eval/first_turn_valid_rate": float(np.mean(first_turn_valid)),
         "eval/generated_tokens": int(sum(episode.generated_tokens for episode in episodes)),
         "eval/seconds": round(time.perf_counter() - started, 1),

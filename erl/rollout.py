@@ -11,6 +11,7 @@ All active episodes generate together in one left-padded batch per turn.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,21 @@ class GenerationConfig:
     temperature: float = 0.7
     top_p: float = 1.0
     max_context_tokens: int = 2048
+    share_prefix: bool = True
+
+
+@dataclass
+class PrefixCache:
+    """Keys and values of a token prefix shared by a batch, computed once with batch size 1."""
+
+    ids: list[int]
+    cache: Any
+
+    def expand(self, batch_size: int) -> Any:
+        """Return a copy of the cache repeated to ``batch_size`` rows; the original stays unchanged."""
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(batch_size)
+        return cache
 
 
 class RolloutEngine:
@@ -73,19 +89,31 @@ class RolloutEngine:
         self.generation_seconds = 0.0
 
     @torch.inference_mode()
-    def generate(self, contexts: list[list[int]], max_new_tokens: int | None = None) -> list[list[int]]:
-        """Sample one continuation per context; each ends at its first stop id (kept) or at the limit."""
+    def generate(self, contexts: list[list[int]], max_new_tokens: int | None = None,
+                 prefix: "PrefixCache | None" = None) -> list[list[int]]:
+        """Sample one continuation per context; each ends at its first stop id (kept) or at the limit.
+
+        With ``prefix``, every context must start with ``prefix.ids``; its keys and values
+        are reused instead of being recomputed for every row.
+        """
         if not contexts:
             return []
         max_new_tokens = max_new_tokens or self.config.max_new_tokens
         pad_id = self.tokenizer.pad_token_id
-        width = max(len(ids) for ids in contexts)
-        # (B, width) left-padded so that every row's next token is at the same position
-        input_ids = torch.full((len(contexts), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(contexts), width), dtype=torch.long)
+        shared = len(prefix.ids) if prefix is not None else 0
+        width = max(len(ids) for ids in contexts) - shared
+        # (B, shared + width): the shared prefix, then each row's remainder left-padded, so
+        # that every row's next token is at the same position and padding sits between the
+        # prefix and the remainder. Position ids follow the attention mask, so padding does
+        # not shift them.
+        input_ids = torch.full((len(contexts), shared + width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(contexts), shared + width), dtype=torch.long)
         for row, ids in enumerate(contexts):
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids):] = 1
+            rest = ids[shared:]
+            input_ids[row, :shared] = torch.tensor(ids[:shared], dtype=torch.long)
+            attention_mask[row, :shared] = 1
+            input_ids[row, shared + width - len(rest):] = torch.tensor(rest, dtype=torch.long)
+            attention_mask[row, shared + width - len(rest):] = 1
 
         device = next(self.model.parameters()).device
         was_training = self.model.training
@@ -93,6 +121,9 @@ class RolloutEngine:
         started = time.perf_counter()
         try:
             sampling = self.config.temperature > 0
+            extra = {}
+            if prefix is not None:
+                extra["cache"] = prefix.expand(len(contexts))
             output = self.model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
@@ -103,14 +134,43 @@ class RolloutEngine:
                 top_k=None,
                 pad_token_id=pad_id,
                 eos_token_id=sorted(self.stop_ids),
+                **extra,
             )
         finally:
             self.generation_seconds += time.perf_counter() - started
             if was_training:
                 self.model.train()
 
-        new_tokens = output[:, width:].tolist()  # (B, <= max_new_tokens)
+        new_tokens = output[:, shared + width:].tolist()  # (B, <= max_new_tokens)
         return [self._cut_at_stop(ids) for ids in new_tokens]
+
+    @torch.inference_mode()
+    def build_prefix(self, contexts: list[list[int]], min_length: int = 32) -> "PrefixCache | None":
+        """Encode the longest prefix all contexts share, or return None when it is shorter than ``min_length``.
+
+        The last token of the shortest context is left out of the prefix so that every
+        row still has at least one token to feed to ``generate``.
+        """
+        if len(contexts) < 2:
+            return None
+        length = min(len(ids) for ids in contexts) - 1
+        first = contexts[0]
+        for ids in contexts[1:]:
+            position = 0
+            while position < length and ids[position] == first[position]:
+                position += 1
+            length = position
+        if length < min_length:
+            return None
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            output = self.model(input_ids=torch.tensor([first[:length]], device=device), use_cache=True)
+        finally:
+            if was_training:
+                self.model.train()
+        return PrefixCache(ids=first[:length], cache=output.cache)
 
     def _cut_at_stop(self, ids: list[int]) -> list[int]:
         for position, token in enumerate(ids):
@@ -132,9 +192,12 @@ class RolloutEngine:
     def run(self, episodes: list[Episode]) -> list[Episode]:
         """Play every episode to its end: generate a reply, step its env, append the observation."""
         active = [episode for episode in episodes if not episode.done]
+        # The system prompt and few-shot examples are usually the same for every episode:
+        # their keys and values are computed once per rollout instead of once per row and turn.
+        prefix = self.build_prefix([episode.prompt_ids for episode in active]) if self.config.share_prefix else None
         while active:
             contexts = [episode.prompt_ids + episode.completion_ids for episode in active]
-            replies = self.generate(contexts)
+            replies = self.generate(contexts, prefix=prefix)
             for episode, reply_ids in zip(active, replies):
                 self._advance(episode, reply_ids)
             active = [episode for episode in active if not episode.done]

@@ -169,6 +169,12 @@ def train(config: TrainConfig, resume: bool = False,
 
     config.validate()
     check_env_id(config.env)
+    if config.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError as error:
+            raise ConfigError(
+                "--tensorboard needs the tensorboard package: pip install 'erlgym[tensorboard]'.") from error
     run_dir, checkpoint = prepare_run_dir(config, resume)
     created = not resume
     try:
