@@ -146,6 +146,7 @@ class TextEnv(gymnasium.Env[str, str]):
         self.step_limit = self.max_steps or 1
         self._reset_counters()
         self._episode_over = True
+        self._warned_after_end = False
         self._end_flags = (False, False)
         self._last_observation = ""
 
@@ -170,6 +171,7 @@ class TextEnv(gymnasium.Env[str, str]):
         self.step_limit = self.max_steps if self.max_steps is not None else self._default_step_limit()
         self._reset_counters()
         self._episode_over = False
+        self._warned_after_end = False
         self._last_observation = self._render_state()
         return self._last_observation, self._build_reset_info()
 
@@ -326,7 +328,9 @@ class TextEnv(gymnasium.Env[str, str]):
         return summary
 
     def _step_after_episode_end(self) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        logger.warning("step() called after the episode ended; call reset() first")
+        if not self._warned_after_end:
+            logger.warning("step() called after the episode ended; call reset() first")
+            self._warned_after_end = True
         feedback = "The episode has ended. Call reset() to start a new one."
         transition = Transition(effective=False, feedback=feedback, success=self._success)
         info = self._build_step_info(None, transition, feedback)
