@@ -3,15 +3,25 @@
 The tokenizer is a byte-level BPE trained by the ``tokenizers`` library on a few
 environment-like sentences, with ChatML special tokens and chat template (the format
 SmolLM2 uses). The model is a two-layer Llama.
+
+A random model never names a valid action, so every reward is 0. The action model
+(:func:`save_action_model`) is the same architecture fine-tuned for a few dozen
+supervised steps to reply ``Action: <direction>`` with a random direction, so that on
+small FrozenLake maps some episodes succeed and some fail.
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from pathlib import Path
 
+import gymnasium as gym
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+import erlgym.envs  # noqa: F401  (registers the erlgym environments)
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -32,7 +42,7 @@ _CORPUS = [
 ]
 
 
-def build_tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
+def build_tiny_tokenizer(vocab_size: int = 400, extra_corpus: Sequence[str] = ()) -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -40,7 +50,7 @@ def build_tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
-    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator((_CORPUS + list(extra_corpus)) * 4, trainer=trainer)
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token="<|im_start|>", eos_token="<|im_end|>",
         pad_token="<|im_end|>", unk_token="<|endoftext|>",
@@ -67,6 +77,93 @@ def save_tiny_model(folder: Path) -> Path:
     """Write the tiny model and tokenizer as a Hugging Face folder and return it."""
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_model(tokenizer)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+ACTION_ENV_ID = "erlgym/FrozenLake-v0"
+ACTION_ENV_KWARGS = {"size": [2, 3]}
+DIRECTIONS = ("Right", "Down", "Left", "Up")
+IGNORE_INDEX = -100
+"""Label of tokens the loss skips: the default ``ignore_index`` of PyTorch's cross-entropy."""
+
+
+def frozen_lake_texts(seeds: Sequence[int] = range(16)) -> list[str]:
+    """Collect FrozenLake system prompt, few-shot turns, observations and feedback as tokenizer corpus."""
+    from erlgym.erl.prompts import REFLECTION_SYSTEM_PROMPT, RETRY_NOTE_HEADER
+
+    env = gym.make(ACTION_ENV_ID, **ACTION_ENV_KWARGS)
+    texts = [env.unwrapped.system_prompt, REFLECTION_SYSTEM_PROMPT, RETRY_NOTE_HEADER]
+    texts += [message["content"] for message in env.unwrapped.few_shot_messages()]
+    for seed in seeds:
+        observation, _ = env.reset(seed=seed)
+        texts.append(observation)
+        for direction in DIRECTIONS:
+            observation, _, terminated, truncated, info = env.step(f"Action: {direction}")
+            texts += [observation, info.get("episode_feedback", "")]
+            if terminated or truncated:
+                break
+    env.close()
+    return texts
+
+
+def build_action_tokenizer() -> PreTrainedTokenizerFast:
+    """Build the tiny tokenizer with FrozenLake texts in its corpus, so prompts take few tokens."""
+    return build_tiny_tokenizer(vocab_size=1000, extra_corpus=frozen_lake_texts())
+
+
+def train_action_replies(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, steps: int = 40,
+                         batch_size: int = 4, learning_rate: float = 1e-2, seed: int = 0) -> list[float]:
+    """Fine-tune ``model`` to answer FrozenLake first prompts with ``Action: <direction>``.
+
+    Each example is a real first prompt (system prompt, few-shot turns, observation)
+    followed by a reply that names one of the four directions at random. The loss
+    covers the reply only. Returns the loss of every step.
+    """
+    from erlgym.erl.chat import encode_prompt
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    env = gym.make(ACTION_ENV_ID, **ACTION_ENV_KWARGS)
+    examples = []
+    for task_seed in range(16):
+        observation, _ = env.reset(seed=task_seed)
+        messages = [{"role": "system", "content": env.unwrapped.system_prompt},
+                    *env.unwrapped.few_shot_messages(), {"role": "user", "content": observation}]
+        prompt_ids = encode_prompt(tokenizer, messages)
+        reply = f"Action: {rng.choice(DIRECTIONS)}{tokenizer.eos_token}"
+        reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+        examples.append((prompt_ids + reply_ids, [IGNORE_INDEX] * len(prompt_ids) + reply_ids))
+    env.close()
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        batch = rng.sample(examples, batch_size)
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((batch_size, width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch_size, width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((batch_size, width), dtype=torch.long)
+        for row, (ids, targets) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, : len(targets)] = torch.tensor(targets)
+            attention_mask[row, : len(ids)] = 1
+        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def save_action_model(folder: Path) -> Path:
+    """Write the fine-tuned action model and its tokenizer as a Hugging Face folder and return it."""
+    tokenizer = build_action_tokenizer()
+    model = build_tiny_model(tokenizer)
+    train_action_replies(model, tokenizer)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

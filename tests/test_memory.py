@@ -1,0 +1,121 @@
+"""Tests of the reflection memory: threshold, capacity and the JSON file."""
+
+import json
+
+import pytest
+
+from erlgym.erl.memory import MemoryItem, ReflectionMemory
+
+
+def item(text: str, reward: float, seed: int = 0, step: int = 1) -> MemoryItem:
+    return MemoryItem(text=text, task_seed=seed, retry_reward=reward, step=step)
+
+
+def test_offer_below_threshold_rejected():
+    memory = ReflectionMemory(capacity=4, threshold=1.0)
+
+    kept = memory.offer(item("go right", 0.5))
+
+    assert kept is False
+    assert len(memory) == 0
+    assert memory.texts() == []
+
+
+def test_offer_at_threshold_kept():
+    memory = ReflectionMemory(capacity=4, threshold=1.0)
+
+    kept = memory.offer(item("go right", 1.0))
+
+    assert kept is True
+    assert memory.texts() == ["go right"]
+
+
+def test_offer_above_threshold_kept():
+    memory = ReflectionMemory(capacity=4, threshold=0.5)
+
+    assert memory.offer(item("go down", 0.75)) is True
+    assert memory.texts() == ["go down"]
+
+
+def test_negative_threshold_keeps_failed_retries():
+    memory = ReflectionMemory(capacity=4, threshold=-1.0)
+
+    assert memory.offer(item("anything", 0.0)) is True
+    assert memory.offer(item("penalized", -0.5)) is True
+    assert memory.texts() == ["anything", "penalized"]
+
+
+def test_capacity_drops_oldest():
+    memory = ReflectionMemory(capacity=2, threshold=0.0)
+
+    for index in range(4):
+        memory.offer(item(f"advice {index}", 1.0, seed=index))
+
+    assert len(memory) == 2
+    assert memory.texts() == ["advice 2", "advice 3"]
+    assert [kept.task_seed for kept in memory.items] == [2, 3]
+
+
+def test_capacity_zero_keeps_nothing():
+    memory = ReflectionMemory(capacity=0, threshold=0.0)
+
+    kept = memory.offer(item("go right", 1.0))
+
+    assert kept is False
+    assert len(memory) == 0
+
+
+def test_negative_capacity_rejected():
+    with pytest.raises(ValueError, match="-1"):
+        ReflectionMemory(capacity=-1)
+
+
+def test_save_load_roundtrip(tmp_path):
+    memory = ReflectionMemory(capacity=3, threshold=0.5)
+    memory.offer(item("go right first", 1.0, seed=7, step=2))
+    memory.offer(item("avoid the hole below", 0.5, seed=9, step=3))
+    path = tmp_path / "memory.json"
+
+    memory.save(path)
+    loaded = ReflectionMemory.load(path)
+
+    assert loaded.capacity == 3
+    assert loaded.threshold == 0.5
+    assert list(loaded.items) == list(memory.items)
+
+
+def test_load_keeps_capacity_limit(tmp_path):
+    memory = ReflectionMemory(capacity=2, threshold=0.0)
+    memory.offer(item("first", 1.0))
+    memory.offer(item("second", 1.0))
+    path = tmp_path / "memory.json"
+    memory.save(path)
+
+    loaded = ReflectionMemory.load(path)
+    loaded.offer(item("third", 1.0))
+
+    assert loaded.texts() == ["second", "third"]
+
+
+def test_save_writes_json_fields(tmp_path):
+    memory = ReflectionMemory(capacity=2, threshold=1.0)
+    memory.offer(item("go right", 1.0, seed=4, step=5))
+    path = tmp_path / "memory.json"
+
+    memory.save(path)
+    payload = json.loads(path.read_text())
+
+    assert payload["capacity"] == 2
+    assert payload["threshold"] == 1.0
+    assert payload["items"] == [{"text": "go right", "task_seed": 4, "retry_reward": 1.0, "step": 5}]
+
+
+def test_empty_memory_roundtrip(tmp_path):
+    path = tmp_path / "memory.json"
+
+    ReflectionMemory(capacity=0, threshold=1.0).save(path)
+    loaded = ReflectionMemory.load(path)
+
+    assert loaded.capacity == 0
+    assert len(loaded) == 0
+    assert loaded.offer(item("go right", 1.0)) is False
