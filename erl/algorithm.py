@@ -86,6 +86,16 @@ def group_advantages(rewards: list[float], scale: str = "group") -> list[float]:
     return (centered / (values.std(ddof=1) + 1e-4)).tolist()
 
 
+def grouped_advantages(groups: list[list[float]], scale: str = "group") -> list[list[float]]:
+    """Advantages for several groups: centered per group, scaled by the group's std ("group"),
+    the std of all rewards in ``groups`` ("batch"), or not at all ("none")."""
+    if scale != "batch":
+        return [group_advantages(rewards, scale) for rewards in groups]
+    every_reward = np.asarray([reward for rewards in groups for reward in rewards], dtype=np.float64)
+    batch_std = every_reward.std(ddof=1) if len(every_reward) > 1 else 0.0
+    return [[value / (batch_std + 1e-4) for value in group_advantages(rewards, "none")] for rewards in groups]
+
+
 class EnvPool:
     """Reusable environment copies, created on demand with one id and keyword set."""
 
@@ -151,8 +161,9 @@ def collect_step(
     by_task: dict[int, list[Episode]] = defaultdict(list)
     for episode in first:
         by_task[episode.seed].append(episode)
-    for seed, episodes in by_task.items():
-        advantages = group_advantages([episode.reward for episode in episodes], settings.scale_rewards)
+    first_advantages = grouped_advantages(
+        [[episode.reward for episode in episodes] for episodes in by_task.values()], settings.scale_rewards)
+    for episodes, advantages in zip(by_task.values(), first_advantages):
         for episode, advantage in zip(episodes, advantages):
             sample = _episode_sample(FIRST_ATTEMPT, episode)
             sample.advantage = advantage
@@ -188,8 +199,9 @@ def collect_step(
         retries_by_task: dict[int, list[int]] = defaultdict(list)
         for index, retry in enumerate(retries):
             retries_by_task[retry.seed].append(index)
-        for seed, indices in retries_by_task.items():
-            advantages = group_advantages([retries[i].reward for i in indices], settings.scale_rewards)
+        retry_advantages = grouped_advantages(
+            [[retries[i].reward for i in indices] for indices in retries_by_task.values()], settings.scale_rewards)
+        for (seed, indices), advantages in zip(retries_by_task.items(), retry_advantages):
             for i, advantage in zip(indices, advantages):
                 reflection_sample = TrainingSample(
                     kind=REFLECTION, task_seed=seed, prompt_ids=reflection_prompts[i],

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from erlgym.erl.config import EVAL_SEED_OFFSET, ConfigError, TrainConfig
@@ -132,8 +133,8 @@ def run_train(args: argparse.Namespace) -> int:
     from erlgym.erl.run import train
 
     config = resolve_train_config(args)
-    console.print(f"[bold]erlgym train[/bold] {config.env} method={config.method} model={config.model} "
-                  f"steps={config.steps}")
+    console.print("[bold]erlgym train[/bold]",
+                  escape(f"{config.env} method={config.method} model={config.model} steps={config.steps}"))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False) as progress:
         task = progress.add_task("loading model", total=config.steps)
@@ -144,7 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
 
         progress.update(task, description="first step")
         run_dir = train(config, resume=args.resume, on_step=on_step)
-    console.print(f"Run directory: {run_dir}  (evaluate it with: erlgym eval --model {run_dir})")
+    console.print(escape(f"Run directory: {run_dir}  (evaluate it with: erlgym eval --model {run_dir})"))
     return 0
 
 
@@ -173,23 +174,18 @@ def run_eval(args: argparse.Namespace) -> int:
             raise UsageError(f"Cannot write results to {out}: {error.strerror}. Pass a writable --out.") from error
     print(json.dumps(results, indent=2))
     if out is not None:
-        console.print(f"Results written to {out}")
+        console.print(escape(f"Results written to {out}"))
     return 0
 
 
 def run_play(args: argparse.Namespace) -> int:
-    import gymnasium as gym
-
-    from erlgym.erl.run import check_env_id
+    from erlgym.erl.run import check_env_id, make_env_or_raise
 
     check_env_id(args.env_id)
-    try:
-        env = gym.make(args.env_id, **args.env_kwargs)
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"Cannot create {args.env_id} with {args.env_kwargs}: {error}") from error
+    env = make_env_or_raise(args.env_id, args.env_kwargs)
     seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
     observation, _ = env.reset(seed=seed)
-    console.rule(f"{args.env_id} seed {seed}: system prompt")
+    console.rule(escape(f"{args.env_id} seed {seed}: system prompt"))
     print(env.unwrapped.system_prompt)
     console.rule("observation")
     print(observation)
@@ -224,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (UsageError, ConfigError, RunError, ModelLoadError) as error:
-        console.print(f"[bold red]error:[/bold red] {error}")
+        console.print("[bold red]error:[/bold red]", escape(str(error)))
         return EXIT_USAGE
     except KeyboardInterrupt:
         console.print("Interrupted. Continue a training run with: erlgym train --resume --output-dir RUN_DIR")

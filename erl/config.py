@@ -120,6 +120,11 @@ class TrainConfig:
             raise ConfigError(f"beta must be >= 0, got {self.beta!r}.")
         if self.memory_size < 0:
             raise ConfigError(f"memory_size must be >= 0, got {self.memory_size!r}.")
+        completions = self.tasks_per_step * self.rollouts_per_task
+        if completions % self.micro_batches:
+            raise ConfigError(
+                f"tasks_per_step × rollouts_per_task ({completions}) must be divisible by micro_batches "
+                f"({self.micro_batches}).")
         if not isinstance(self.env_kwargs, dict):
             raise ConfigError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}.")
         return self

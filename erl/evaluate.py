@@ -67,14 +67,16 @@ def load_policy(spec: str, dtype: str = "float32"):
 
 def evaluate(config: EvalConfig, on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Run ``config.episodes`` first attempts on held-out seeds and return the metrics."""
-    import gymnasium as gym
-
     from erlgym.erl.algorithm import invalid_action_rate
     from erlgym.erl.rollout import GenerationConfig, RolloutEngine
-    from erlgym.erl.run import check_env_id
+    from erlgym.erl.run import check_env_id, make_env_or_raise
 
-    if config.episodes < 1:
-        raise ConfigError(f"episodes must be a positive integer, got {config.episodes!r}.")
+    for name in ("episodes", "batch_size", "max_new_tokens", "max_context_tokens"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+    if not config.temperature >= 0:
+        raise ConfigError(f"temperature must be >= 0, got {config.temperature!r}.")
     check_env_id(config.env)
     loaded, run_config = load_policy(config.model, config.dtype)
     env_kwargs = config.env_kwargs
@@ -86,7 +88,7 @@ def evaluate(config: EvalConfig, on_batch: Callable[[int, int], None] | None = N
         max_new_tokens=config.max_new_tokens, temperature=config.temperature,
         max_context_tokens=config.max_context_tokens))
     seeds = list(range(config.seed_offset, config.seed_offset + config.episodes))
-    envs = [gym.make(config.env, **env_kwargs) for _ in range(min(config.batch_size, len(seeds)))]
+    envs = [make_env_or_raise(config.env, env_kwargs) for _ in range(min(config.batch_size, len(seeds)))]
     episodes = []
     started = time.perf_counter()
     for start in range(0, len(seeds), len(envs)):

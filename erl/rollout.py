@@ -222,8 +222,10 @@ class RolloutEngine:
             episode.feedback = info.get("episode_feedback") or info.get("feedback", "")
             return
 
-        ended_with_eos = bool(reply_ids) and reply_ids[-1] in self.stop_ids
-        turn_text = self.turn_template.user_turn_text(observation, ended_with_eos)
+        # Only the template's own end-of-turn token closes the turn; another stop id (such as
+        # <|endoftext|> in some generation configs) leaves the closing text to be appended.
+        ended_with_turn_end = bool(reply_ids) and reply_ids[-1] == self.tokenizer.eos_token_id
+        turn_text = self.turn_template.user_turn_text(observation, ended_with_turn_end)
         turn_ids = self.tokenizer(turn_text, add_special_tokens=False)["input_ids"]
         context_length = len(episode.prompt_ids) + len(episode.completion_ids) + len(turn_ids)
         if context_length + self.config.max_new_tokens > self.config.max_context_tokens:

@@ -83,6 +83,8 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | Non
         raise RunError(f"Cannot resume: {run_dir} does not exist or is empty. Pass the run directory of an earlier run.")
     checkpoint = None
     if resume:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise RunError(f"Cannot resume: {run_dir} has no {CONFIG_FILE}, so it is not an erlgym run directory.")
         saved = json.loads((run_dir / CONFIG_FILE).read_text())
         for name in ("env", "env_kwargs", "method", "model"):
             if saved.get(name) != getattr(config, name):
@@ -91,6 +93,9 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | Non
                     f"{name}={saved.get(name)!r}. Resume with the same value or start a new run."
                 )
         checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            # Interrupted before its first checkpoint: the run starts over, so its old lines go.
+            truncate_metrics(run_dir / METRICS_FILE, 0)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -99,6 +104,18 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | Non
     except OSError as error:
         raise RunError(f"Cannot write to run directory {run_dir}: {error.strerror}. Pass a writable --output-dir.") from error
     return run_dir, checkpoint
+
+
+def make_env_or_raise(env_id: str, env_kwargs: dict[str, Any], pool: Any = None) -> gym.Env:
+    """Build one environment (into ``pool`` when given) so that bad keyword arguments fail early.
+
+    Raises:
+        ConfigError: ``gymnasium.make`` rejected the keyword arguments.
+    """
+    try:
+        return pool.take(1)[0] if pool is not None else gym.make(env_id, **env_kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"Cannot create {env_id} with env_kwargs {json.dumps(env_kwargs)}: {error}") from error
 
 
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
@@ -180,10 +197,12 @@ def train(config: TrainConfig, resume: bool = False,
     try:
         loaded = load_model(config.model, config.dtype)
         pool = EnvPool(config.env, config.env_kwargs)
-        pool.take(1)  # build one env now, so that bad env_kwargs fail before training starts
+        make_env_or_raise(config.env, config.env_kwargs, pool)
     except Exception:
         if created:
             shutil.rmtree(run_dir, ignore_errors=True)
+            if config.output_dir is None and not any(run_dir.parent.iterdir()):
+                run_dir.parent.rmdir()  # the default runs/ folder this call created
         raise
 
     (run_dir / CONFIG_FILE).write_text(config.to_json())
@@ -197,10 +216,6 @@ def train(config: TrainConfig, resume: bool = False,
 
     group = config.rollouts_per_task
     completions_per_step = config.tasks_per_step * group
-    if completions_per_step % config.micro_batches:
-        raise ConfigError(
-            f"tasks_per_step × rollouts_per_task ({completions_per_step}) must be divisible by micro_batches "
-            f"({config.micro_batches}).")
     args = GRPOConfig(
         output_dir=str(run_dir / CHECKPOINTS_DIR),
         max_steps=config.steps,

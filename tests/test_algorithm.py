@@ -371,7 +371,6 @@ def test_random_model_trains_nothing(tiny_model_dir):
     assert result.metrics["rollout/invalid_action_rate"] == 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="scale_rewards='batch' is applied as per-group scaling")
 def test_batch_scale_uses_batch_std(action_model):
     torch.manual_seed(0)
     pool = EnvPool(ACTION_ENV_ID, ACTION_ENV_KWARGS)

@@ -204,7 +204,6 @@ def test_eval_unwritable_out(action_model_dir, tmp_path, capsys, wide_console):
     assert f"Cannot write results to {parent / 'eval.json'}" in err
 
 
-@pytest.mark.xfail(strict=True, reason="eval does not validate --batch-size and --max-new-tokens")
 @pytest.mark.parametrize("option", ["--batch-size", "--max-new-tokens"])
 def test_eval_zero_option(action_model_dir, capsys, wide_console, option):
     err = run_failing(["eval", "--model", str(action_model_dir), "--episodes", "2", option, "0"], capsys)
@@ -396,14 +395,12 @@ def test_eval_zero_episodes(action_model_dir, capsys, wide_console):
     assert "episodes must be a positive integer, got 0" in err
 
 
-@pytest.mark.xfail(strict=True, reason="train lets gym.make's ValueError escape main instead of exiting 2")
 def test_train_bad_env_kwargs(action_model_dir, capsys, wide_console, tmp_path):
     err = run_failing(train_args(action_model_dir, tmp_path / "run") + ["--env-kwargs", '{"size": 99}'], capsys)
 
     assert "99" in err
 
 
-@pytest.mark.xfail(strict=True, reason="resuming a non-empty folder without config.json raises FileNotFoundError")
 def test_resume_folder_without_config(action_model_dir, capsys, wide_console, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -414,7 +411,6 @@ def test_resume_folder_without_config(action_model_dir, capsys, wide_console, tm
     assert str(run_dir) in err
 
 
-@pytest.mark.xfail(strict=True, reason="error messages are printed as rich markup, so bracketed values vanish")
 def test_error_keeps_bracketed_value(capsys, wide_console):
     err = run_failing(["train", "--env", "erlgym/[test]"], capsys)
 

@@ -291,7 +291,6 @@ def test_resume_restores_memory(resumed_run):
     assert len(final) > len(saved)
 
 
-@pytest.mark.xfail(strict=True, reason="resuming a run with no checkpoint keeps its old metric lines")
 def test_resume_without_checkpoint_restarts_metrics(action_model_dir, tmp_path):
     run_dir = tmp_path / "run"
     config = tiny_config(action_model_dir, run_dir, steps=2, save_every=2)
@@ -367,7 +366,6 @@ def test_unknown_env_rejected(action_model_dir, tmp_path):
     assert not run_dir.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="the micro_batches check runs after the run directory is created")
 def test_indivisible_batch_leaves_no_run_dir(action_model_dir, tmp_path):
     run_dir = tmp_path / "run"
 
