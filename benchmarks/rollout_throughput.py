@@ -45,14 +45,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gymnasium
-import torch
-import transformers
-
+# erlgym.erl comes first, as in the erlgym command line, because it sets OMP_WAIT_POLICY,
+# which takes effect only before torch loads its OpenMP runtime.
+import erlgym.erl  # noqa: I001
 import erlgym.envs  # noqa: F401  (registers erlgym/FrozenLake-v0)
 from erlgym.erl.chat import encode_prompt
 from erlgym.erl.models import load_model
 from erlgym.erl.rollout import Episode, GenerationConfig, RolloutEngine
+
+import gymnasium
+import torch
+import transformers
 
 ENV_ID = "erlgym/FrozenLake-v0"
 GOAL_MIN_ENGINE_RATIO = 0.85
@@ -211,6 +214,7 @@ def describe_machine() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "torch": torch.__version__,
