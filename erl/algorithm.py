@@ -8,8 +8,8 @@ loop. For a task x and G first attempts y¹ with rewards r¹:
 2. Feedback: each failed attempt ends with the environment's episode feedback f.
 3. Reflection: the policy writes Δ ~ π(· | x, y¹, f, r¹, m), where m holds earlier
    reflections from the memory. Δ is rewarded with the retry's reward r².
-4. Retry: y² ~ π(· | x, Δ), a second episode on the same task with Δ in the system
-   prompt; advantages are r² group-normalized over the task's retries.
+4. Retry: y² ~ π(· | x, Δ), a second episode on the same task with Δ placed before
+   its first observation; advantages are r² group-normalized over the task's retries.
 5. Internalization: the retry's ids are trained again under the prompt without Δ,
    weighted by r² (retries with r² <= 0 are dropped), so the policy learns to act
    well with no reflection in context. This is the deployed behaviour.
@@ -32,7 +32,7 @@ import numpy as np
 
 from erlgym.erl.chat import encode_prompt
 from erlgym.erl.memory import MemoryItem, ReflectionMemory
-from erlgym.erl.prompts import build_reflection_messages, build_retry_system_prompt
+from erlgym.erl.prompts import build_reflection_messages, format_retry_note
 from erlgym.erl.rollout import Episode, RolloutEngine
 
 logger = logging.getLogger(__name__)
@@ -185,14 +185,16 @@ def collect_step(
             encode_prompt(engine.tokenizer, build_reflection_messages(task_prompts[episode.seed], episode, memory.texts()))
             for episode in failed
         ]
-        reflection_ids = engine.generate(reflection_prompts, settings.reflection_max_new_tokens)
+        reflection_ids = engine.generate(reflection_prompts, settings.reflection_max_new_tokens,
+                                         prefix=engine.build_prefix(reflection_prompts))
         reflections_text = [engine.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in reflection_ids]
 
-        # 4. Retry on the same task with the reflection in the system prompt.
+        # 4. Retry on the same task with the reflection before the first observation.
         retry_envs = pool.take(len(envs) + len(failed))[len(envs):]
         for env, episode, reflection in zip(retry_envs, failed, reflections_text):
-            retry_prompt = build_retry_system_prompt(task_prompts[episode.seed], reflection)
-            retries.append(engine.start_episode(env, episode.seed, retry_prompt, env.unwrapped.few_shot_messages()))
+            retries.append(engine.start_episode(env, episode.seed, task_prompts[episode.seed],
+                                                env.unwrapped.few_shot_messages(),
+                                                observation_prefix=format_retry_note(reflection)))
         engine.run(retries)
 
         # Advantages of reflections and raw retries: r² normalized over the task's retries.

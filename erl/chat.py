@@ -26,6 +26,10 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, s
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+class ChatTemplateError(ValueError):
+    """A chat template that multi-turn rollouts cannot extend token by token."""
+
+
 @dataclass(frozen=True)
 class TurnTemplate:
     """The chat template's text around a user message that follows an assistant turn.
@@ -53,7 +57,7 @@ class TurnTemplate:
             probe + [{"role": "user", "content": _PROBE_NEXT_USER}], tokenize=False, add_generation_prompt=True
         )
         if not extended.startswith(rendered) or _PROBE_ASSISTANT not in rendered:
-            raise ValueError(
+            raise ChatTemplateError(
                 "The tokenizer's chat template re-renders earlier turns when a turn is added, so "
                 "multi-turn rollouts cannot append observations as tokens. Use a model whose chat "
                 "template renders each turn independently."

@@ -214,12 +214,13 @@ def main(argv: list[str] | None = None) -> int:
 
         transformers.logging.set_verbosity_error()
     handlers = {"train": run_train, "eval": run_eval, "play": run_play}
+    from erlgym.erl.chat import ChatTemplateError
     from erlgym.erl.models import ModelLoadError
     from erlgym.erl.run import RunError
 
     try:
         return handlers[args.command](args)
-    except (UsageError, ConfigError, RunError, ModelLoadError) as error:
+    except (UsageError, ConfigError, RunError, ModelLoadError, ChatTemplateError) as error:
         console.print("[bold red]error:[/bold red]", escape(str(error)))
         return EXIT_USAGE
     except KeyboardInterrupt:

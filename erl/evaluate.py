@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from erlgym.erl.config import EVAL_SEED_OFFSET, ConfigError
+from erlgym.erl.config import EVAL_SEED_OFFSET, ConfigError, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class EvalConfig:
     max_new_tokens: int = 24
     max_context_tokens: int = 2048
     batch_size: int = 32
-    dtype: str = "float32"
+    dtype: str = "auto"
 
 
 def load_policy(spec: str, dtype: str = "float32"):
@@ -78,7 +78,7 @@ def evaluate(config: EvalConfig, on_batch: Callable[[int, int], None] | None = N
     if not config.temperature >= 0:
         raise ConfigError(f"temperature must be >= 0, got {config.temperature!r}.")
     check_env_id(config.env)
-    loaded, run_config = load_policy(config.model, config.dtype)
+    loaded, run_config = load_policy(config.model, resolve_dtype(config.dtype))
     env_kwargs = config.env_kwargs
     if env_kwargs is None:
         same_env = run_config is not None and run_config.get("env") == config.env

@@ -1,4 +1,4 @@
-"""Prompts the ERL step builds: the reflection request and the retry's system prompt."""
+"""Prompts the ERL step builds: the reflection request and the note a retry starts with."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ def build_reflection_messages(task_prompt: str, episode: Episode, memory: list[s
     ]
 
 
-def build_retry_system_prompt(task_prompt: str, reflection: str) -> str:
-    """Append a reflection to the task's system prompt for the second attempt."""
-    return f"{task_prompt}\n\n{RETRY_NOTE_HEADER} {reflection.strip()}"
+def format_retry_note(reflection: str) -> str:
+    """Return the text placed before the retry's first observation.
+
+    The note goes into the first user message, after the system prompt and few-shot
+    examples, so that every retry of a batch shares that prefix with the first attempts.
+    """
+    return f"{RETRY_NOTE_HEADER} {reflection.strip()}\n\n"

@@ -180,11 +180,15 @@ class RolloutEngine:
 
     def start_episode(self, env: gym.Env, seed: int, system_prompt: str,
                       few_shot: list[dict[str, str]] | None = None,
-                      options: dict[str, Any] | None = None) -> Episode:
-        """Reset ``env`` with ``seed`` and render the first prompt."""
+                      options: dict[str, Any] | None = None, observation_prefix: str = "") -> Episode:
+        """Reset ``env`` with ``seed`` and render the first prompt.
+
+        ``observation_prefix`` is placed before the first observation in the same user
+        message (the ERL retry puts its reflection there).
+        """
         observation, info = env.reset(seed=seed, options=options)
         messages = [{"role": "system", "content": system_prompt}, *(few_shot or []),
-                    {"role": "user", "content": observation}]
+                    {"role": "user", "content": observation_prefix + observation}]
         return Episode(env=env, seed=seed, messages=messages,
                        prompt_ids=encode_prompt(self.tokenizer, messages),
                        first_observation=observation, info=info)

@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 from transformers import PrinterCallback, TrainerCallback
 
-from erlgym.erl.config import ConfigError, TrainConfig
+from erlgym.erl.config import ConfigError, TrainConfig, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,8 @@ def train(config: TrainConfig, resume: bool = False,
     run_dir, checkpoint = prepare_run_dir(config, resume)
     created = not resume
     try:
-        loaded = load_model(config.model, config.dtype)
+        dtype = resolve_dtype(config.dtype)
+        loaded = load_model(config.model, dtype)
         pool = EnvPool(config.env, config.env_kwargs)
         make_env_or_raise(config.env, config.env_kwargs, pool)
     except Exception:
@@ -239,8 +240,8 @@ def train(config: TrainConfig, resume: bool = False,
         data_seed=config.seed,
         disable_tqdm=True,
         use_cpu=not _has_accelerator(),
-        bf16=config.dtype == "bfloat16",
-        fp16=config.dtype == "float16",
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
         shuffle_dataset=True,
     )
     if config.tensorboard:

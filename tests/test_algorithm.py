@@ -22,7 +22,7 @@ from erlgym.erl.algorithm import (
 )
 from erlgym.erl.memory import MemoryItem, ReflectionMemory
 from erlgym.erl.models import load_model
-from erlgym.erl.prompts import REFLECTION_SYSTEM_PROMPT, RETRY_NOTE_HEADER, build_retry_system_prompt
+from erlgym.erl.prompts import REFLECTION_SYSTEM_PROMPT, RETRY_NOTE_HEADER, format_retry_note
 from erlgym.erl.rollout import GenerationConfig, RolloutEngine
 from tiny_model import ACTION_ENV_ID, ACTION_ENV_KWARGS
 
@@ -203,10 +203,10 @@ def test_retry_prompt_holds_reflection(erl_step, action_model):
 
     for reflection, retry in pairs:
         reflection_text = tokenizer.decode(reflection.completion_ids, skip_special_tokens=True).strip()
-        system_prompt = tokenizer.decode(first_prompt[retry.task_seed]).split("<|im_start|>system\n")[1]
-        system_prompt = system_prompt.split("<|im_end|>")[0]
-        expected = build_retry_system_prompt(system_prompt, reflection_text)
-        assert expected in tokenizer.decode(retry.prompt_ids)
+        first_text = tokenizer.decode(first_prompt[retry.task_seed])
+        last_user_start = first_text.rindex("<|im_start|>user\n") + len("<|im_start|>user\n")
+        expected = first_text[:last_user_start] + format_retry_note(reflection_text) + first_text[last_user_start:]
+        assert tokenizer.decode(retry.prompt_ids) == expected
 
 
 def test_internalized_uses_first_prompt(erl_step, action_model):

@@ -32,7 +32,8 @@ STEP_KEYS = {
 def tiny_config(model_dir, output_dir, **overrides) -> TrainConfig:
     values = dict(model=str(model_dir), env=ACTION_ENV_ID, env_kwargs=dict(ACTION_ENV_KWARGS), steps=2,
                   tasks_per_step=2, rollouts_per_task=2, micro_batches=2, max_new_tokens=8,
-                  reflection_max_new_tokens=8, output_dir=str(output_dir), save_every=1)
+                  reflection_max_new_tokens=8, output_dir=str(output_dir), save_every=1,
+                  temperature=1.0, dtype="float32")
     values.update(overrides)
     return TrainConfig(**values)
 

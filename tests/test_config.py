@@ -1,0 +1,47 @@
+"""TrainConfig defaults, validation and dtype resolution."""
+
+from __future__ import annotations
+
+import pytest
+
+from erlgym.erl.config import DEFAULT_ENV_KWARGS, ConfigError, TrainConfig, resolve_dtype
+
+
+def test_default_env_kwargs_for_frozen_lake():
+    config = TrainConfig(env="erlgym/FrozenLake-v0").validate()
+    assert config.env_kwargs == DEFAULT_ENV_KWARGS["erlgym/FrozenLake-v0"]
+
+
+def test_default_env_kwargs_are_copied():
+    config = TrainConfig(env="erlgym/FrozenLake-v0").validate()
+    config.env_kwargs["size"] = 9
+    assert DEFAULT_ENV_KWARGS["erlgym/FrozenLake-v0"]["size"] != 9
+
+
+def test_explicit_env_kwargs_kept():
+    config = TrainConfig(env="erlgym/FrozenLake-v0", env_kwargs={"size": 5}).validate()
+    assert config.env_kwargs == {"size": 5}
+
+
+def test_unknown_env_gets_no_kwargs():
+    config = TrainConfig(env="erlgym/Other-v0").validate()
+    assert config.env_kwargs == {}
+
+
+def test_indivisible_micro_batches_rejected():
+    with pytest.raises(ConfigError, match="micro_batches"):
+        TrainConfig(tasks_per_step=3, rollouts_per_task=3, micro_batches=2).validate()
+
+
+def test_unknown_field_rejected():
+    with pytest.raises(ConfigError, match="Unknown config field"):
+        TrainConfig.from_dict({"stepz": 3})
+
+
+@pytest.mark.parametrize("name", ["float32", "bfloat16", "float16"])
+def test_resolve_dtype_keeps_explicit(name):
+    assert resolve_dtype(name) == name
+
+
+def test_resolve_dtype_auto_is_concrete():
+    assert resolve_dtype("auto") in ("float32", "bfloat16")
