@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="Measure a model or a run on held-out seeds.")
     evaluate.add_argument("--env", default=None, help="Environment id (default: the run's env, else erlgym/FrozenLake-v0).")
     evaluate.add_argument("--env-kwargs", type=_json_object, default=None,
-                          help="gymnasium.make keyword arguments as JSON (default: the run's, else none).")
+                          help="gymnasium.make keyword arguments as JSON (default: the run's, else training's default).")
     evaluate.add_argument("--model", default="default", help="Model spec or a run directory (default: default).")
     evaluate.add_argument("--episodes", type=int, default=64, help="Held-out episodes (default: 64).")
     evaluate.add_argument("--seed-offset", type=int, default=EVAL_SEED_OFFSET,

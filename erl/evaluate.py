@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from erlgym.erl.config import EVAL_SEED_OFFSET, ConfigError, resolve_dtype
+from erlgym.erl.config import DEFAULT_ENV_KWARGS, EVAL_SEED_OFFSET, ConfigError, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,11 @@ def evaluate(config: EvalConfig, on_batch: Callable[[int, int], None] | None = N
     loaded, run_config = load_policy(config.model, resolve_dtype(config.dtype))
     env_kwargs = config.env_kwargs
     if env_kwargs is None:
+        # The task distribution training used: the run's own, else training's default.
         same_env = run_config is not None and run_config.get("env") == config.env
-        env_kwargs = run_config.get("env_kwargs", {}) if same_env else {}
+        env_kwargs = run_config.get("env_kwargs") if same_env else None
+        if env_kwargs is None:
+            env_kwargs = dict(DEFAULT_ENV_KWARGS.get(config.env, {}))
 
     engine = RolloutEngine(loaded.model, loaded.tokenizer, GenerationConfig(
         max_new_tokens=config.max_new_tokens, temperature=config.temperature,
