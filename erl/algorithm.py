@@ -1,7 +1,6 @@
 """One ERL (or GRPO) data-collection step: rollouts, reflections, retries and advantages.
 
-Experiential Reinforcement Learning (ERL; Shi et al., 2026, "Experiential
-Reinforcement Learning") extends GRPO with an experience-reflection-consolidation
+Experiential Reinforcement Learning (ERL) extends GRPO with an experience-reflection-consolidation
 loop. For a task x and G first attempts y¹ with rewards r¹:
 
 1. First attempts: G episodes per task; advantages are GRPO group-normalized r¹.
