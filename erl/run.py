@@ -110,11 +110,12 @@ def make_env_or_raise(env_id: str, env_kwargs: dict[str, Any], pool: Any = None)
     """Build one environment (into ``pool`` when given) so that bad keyword arguments fail early.
 
     Raises:
-        ConfigError: ``gymnasium.make`` rejected the keyword arguments.
+        ConfigError: ``gymnasium.make`` rejected the keyword arguments, or a file they
+            name is missing or unreadable.
     """
     try:
         return pool.take(1)[0] if pool is not None else gym.make(env_id, **env_kwargs)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OSError) as error:
         raise ConfigError(f"Cannot create {env_id} with env_kwargs {json.dumps(env_kwargs)}: {error}") from error
 
 

@@ -467,3 +467,19 @@ def test_step_line_grpo():
 
     assert "after reflection" not in line
     assert "success 0.50" in line
+
+
+def test_play_missing_level_file(tmp_path, capsys):
+    missing = tmp_path / "missing.xsb"
+    status = main(["play", "erlgym/Sokoban-v0", "--env-kwargs", json.dumps({"level_file": str(missing)})])
+    assert status == 2
+    assert "missing.xsb" in capsys.readouterr().err
+
+
+def test_play_bad_level_names_line(tmp_path, capsys):
+    level_file = tmp_path / "bad.xsb"
+    level_file.write_text("#####\n#@$.#\n#####\n\n#####\n#@$x#\n#####\n")
+    status = main(["play", "erlgym/Sokoban-v0", "--env-kwargs", json.dumps({"level_file": str(level_file)})])
+    error = " ".join(capsys.readouterr().err.split())
+    assert status == 2
+    assert "bad.xsb:6" in error
