@@ -5,7 +5,7 @@ loop. For a task x and G first attempts y¹ with rewards r¹:
 
 1. First attempts: G episodes per task; advantages are GRPO group-normalized r¹.
 2. Feedback: each failed attempt ends with the environment's episode feedback f.
-3. Reflection: the policy writes Δ ~ π(· | x, y¹, f, r¹, m), where m holds earlier
+3. Reflection: the policy writes Δ ~ π(· | x, y¹, f, r¹, m), where m contains earlier
    reflections from the memory. Δ is rewarded with the retry's reward r².
 4. Retry: y² ~ π(· | x, Δ), a second episode on the same task with Δ placed before
    its first observation; advantages are r² group-normalized over the task's retries.

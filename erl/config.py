@@ -177,7 +177,7 @@ def resolve_dtype(name: str) -> str:
 
 
 def _cpu_has_native_bfloat16() -> bool:
-    """Whether the CPU flags include bfloat16 instructions (Linux only; False elsewhere)."""
+    """Check the CPU flags for bfloat16 instructions; always False where /proc/cpuinfo is missing."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             flags = next((line for line in handle if line.startswith("flags")), "").split()

@@ -23,7 +23,7 @@ def format_attempt(episode: Episode, max_chars: int = 1200) -> str:
 def build_reflection_messages(task_prompt: str, episode: Episode, memory: list[str]) -> list[dict[str, str]]:
     """Build the chat messages that ask the policy to reflect on a failed attempt.
 
-    ``memory`` holds earlier reflections whose retry succeeded; they are shown as
+    ``memory`` contains earlier reflections whose retry succeeded; they are shown as
     examples of advice that worked.
     """
     parts = [
