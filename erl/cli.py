@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from erlgym.erl.config import EVAL_SEED_OFFSET, ConfigError, TrainConfig
+from erlgym.erl.config import DEFAULT_ENV_KWARGS, EVAL_SEED_OFFSET, ConfigError, TrainConfig
 
 console = Console(stderr=True)
 EXIT_USAGE = 2
@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="Continue the run in --output-dir from its last checkpoint.")
     _add_config_options(train)
 
-    evaluate = commands.add_parser("eval", help="Measure a model or a run on held-out seeds.")
+    evaluate = commands.add_parser(
+        "eval", help="Measure a model or a run on held-out seeds.",
+        description="Play first attempts (no reflection in context) on held-out seeds and report success rate, "
+                    "mean steps and invalid-action rate as JSON.")
     evaluate.add_argument("--env", default=None, help="Environment id (default: the run's env, else erlgym/FrozenLake-v0).")
     evaluate.add_argument("--env-kwargs", type=_json_object, default=None,
                           help="gymnasium.make keyword arguments as JSON (default: the run's, else training's default).")
@@ -86,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     play = commands.add_parser("play", help="Play an environment in the terminal with the text the model sees.")
     play.add_argument("env_id", help="Environment id, e.g. erlgym/FrozenLake-v0.")
-    play.add_argument("--env-kwargs", type=_json_object, default={}, help="gymnasium.make keyword arguments as JSON.")
-    play.add_argument("--seed", type=int, default=None, help="Episode seed (default: random).")
+    play.add_argument("--env-kwargs", type=_json_object, default=None,
+                      help="gymnasium.make keyword arguments as JSON (default: the same as erlgym train).")
+    play.add_argument("--seed", type=int, default=None, help="Episode seed, >= 0 (default: random).")
+    play.add_argument("--show-examples", action="store_true",
+                      help="Also print the worked examples that precede the first observation in the model's prompt.")
     return parser
 
 
@@ -98,6 +104,8 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
             values = json.loads(args.config.read_text())
         except FileNotFoundError as error:
             raise UsageError(f"Config file {args.config} not found. Pass an existing JSON file.") from error
+        except OSError as error:
+            raise UsageError(f"Cannot read config file {args.config}: {error.strerror}. Pass a readable JSON file.") from error
         except json.JSONDecodeError as error:
             raise UsageError(f"Config file {args.config} is not valid JSON: {error.msg} at line {error.lineno}.") from error
         if not isinstance(values, dict):
@@ -105,9 +113,9 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
     if args.resume and args.output_dir is None and "output_dir" not in values:
         raise UsageError("--resume needs --output-dir RUN_DIR naming the run to continue.")
     if args.resume and args.config is None:
-        run_config = Path(args.output_dir) / "config.json"
-        if run_config.is_file():
-            values = json.loads(run_config.read_text())
+        from erlgym.erl.run import read_run_config
+
+        values = read_run_config(Path(args.output_dir))
     for spec in dataclasses.fields(TrainConfig):
         value = getattr(args, spec.name)
         if value is not None:
@@ -153,11 +161,17 @@ def run_eval(args: argparse.Namespace) -> int:
     from erlgym.erl.evaluate import EvalConfig, evaluate
     from erlgym.erl.run import STATUS_FILE
 
+    from erlgym.erl.run import read_run_config
+
     model_path = Path(args.model).expanduser()
     is_run = (model_path / STATUS_FILE).is_file()
     env = args.env
     if env is None:
-        env = json.loads((model_path / "config.json").read_text())["env"] if is_run else "erlgym/FrozenLake-v0"
+        env = read_run_config(model_path).get("env", "erlgym/FrozenLake-v0") if is_run else "erlgym/FrozenLake-v0"
+    out = args.out or (model_path / "eval.json" if is_run else None)
+    if out is not None and (out.is_dir() or (out.parent.exists() and not out.parent.is_dir())):
+        raise UsageError(f"Cannot write results to {out}: its parent is not a folder or it is a folder. "
+                         "Pass a file path with --out.")
     config = EvalConfig(env=env, env_kwargs=args.env_kwargs, model=args.model, episodes=args.episodes,
                         seed_offset=args.seed_offset, temperature=args.temperature,
                         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
@@ -165,7 +179,6 @@ def run_eval(args: argparse.Namespace) -> int:
                   console=console) as progress:
         task = progress.add_task("eval", total=config.episodes)
         results = evaluate(config, on_batch=lambda done, total: progress.update(task, completed=done))
-    out = args.out or (model_path / "eval.json" if is_run else None)
     if out is not None:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -182,11 +195,18 @@ def run_play(args: argparse.Namespace) -> int:
     from erlgym.erl.run import check_env_id, make_env_or_raise
 
     check_env_id(args.env_id)
-    env = make_env_or_raise(args.env_id, args.env_kwargs)
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}.")
+    env_kwargs = args.env_kwargs if args.env_kwargs is not None else dict(DEFAULT_ENV_KWARGS.get(args.env_id, {}))
+    env = make_env_or_raise(args.env_id, env_kwargs)
     seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
     observation, _ = env.reset(seed=seed)
     console.rule(escape(f"{args.env_id} seed {seed}: system prompt"))
     print(env.unwrapped.system_prompt)
+    if args.show_examples:
+        for message in env.unwrapped.few_shot_messages():
+            console.rule(f"worked example: {message['role']}")
+            print(message["content"])
     console.rule("observation")
     print(observation)
     while True:
@@ -210,9 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
+        import warnings
+
         import transformers
 
         transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     handlers = {"train": run_train, "eval": run_eval, "play": run_play}
     from erlgym.erl.chat import ChatTemplateError
     from erlgym.erl.models import ModelLoadError
@@ -224,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[bold red]error:[/bold red]", escape(str(error)))
         return EXIT_USAGE
     except KeyboardInterrupt:
-        console.print("Interrupted. Continue a training run with: erlgym train --resume --output-dir RUN_DIR")
+        hint = " Continue the run with: erlgym train --resume --output-dir RUN_DIR" if args.command == "train" else ""
+        console.print("Interrupted." + hint)
         return 130
 
 

@@ -58,8 +58,9 @@ class TrainConfig:
     # What to train
     env: str = field(default="erlgym/FrozenLake-v0", metadata=_help("Gymnasium id of the environment."))
     env_kwargs: dict[str, Any] | None = field(default=None, metadata=_help(
-        "Keyword arguments for gymnasium.make, as JSON, e.g. '{\"size\": [3, 4]}'. "
-        "Default: small tasks for FrozenLake and Sokoban (see DEFAULT_ENV_KWARGS), else none."))
+        "Keyword arguments for gymnasium.make, as JSON, e.g. '{\"size\": [3, 4]}'. They replace the "
+        "training defaults entirely: FrozenLake {\"size\": [2, 4]}; Sokoban {\"min_side\": 6, "
+        "\"max_side\": 6, \"max_solution_moves\": 6}; other environments none."))
     method: str = field(default="erl", metadata=_help(
         "erl: attempt, reflect, retry and internalize. grpo: first attempts only (the no-reflection baseline).",
         choices=METHODS))
@@ -96,9 +97,9 @@ class TrainConfig:
     memory_size: int = field(default=8, metadata=_help("Reflections the memory keeps; when full, the oldest is dropped. 0 disables it."))
 
     # Update
-    learning_rate: float = field(default=5e-4, metadata=_help(
-        "Optimizer learning rate. 5e-4 lets LoRA on the small default model move within a few CPU steps; "
-        "full fine-tuning of large models uses about 1e-6."))
+    learning_rate: float = field(default=2e-4, metadata=_help(
+        "Optimizer learning rate. Sized for LoRA on the small default model: a default run at 5e-4 "
+        "collapsed to invalid replies after 5 steps. Full fine-tuning of large models uses about 1e-6."))
     loss_type: str = field(default="dapo", metadata=_help("TRL GRPO loss type.", choices=LOSS_TYPES))
     beta: float = field(default=0.0, metadata=_help("KL coefficient against the initial policy; 0 disables the KL term."))
     scale_rewards: str = field(default="group", metadata=_help(
@@ -113,12 +114,17 @@ class TrainConfig:
     output_dir: str | None = field(default=None, metadata=_help(
         "Run directory; default runs/<env>-<method>-<time>. An existing non-empty directory needs --resume."))
     save_every: int = field(default=4, metadata=_help("Save a checkpoint every this many steps (and at the end)."))
+    keep_checkpoints: int = field(default=2, metadata=_help(
+        "Checkpoints kept in the run directory; older ones are deleted. Each holds the adapter (or the "
+        "whole model with --no-lora) and optimizer state."))
     tensorboard: bool = field(default=False, metadata=_help("Also log metrics to TensorBoard in the run directory."))
 
     def validate(self) -> "TrainConfig":
         """Raise :class:`ConfigError` for the first invalid field."""
+        self._check_types()
         positive = ("steps", "tasks_per_step", "rollouts_per_task", "micro_batches", "max_new_tokens",
-                    "max_context_tokens", "reflection_max_new_tokens", "lora_rank", "lora_alpha", "save_every")
+                    "max_context_tokens", "reflection_max_new_tokens", "lora_rank", "lora_alpha", "save_every",
+                    "keep_checkpoints")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -136,6 +142,9 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}.")
         if self.beta < 0:
             raise ConfigError(f"beta must be >= 0, got {self.beta!r}.")
+        for name in ("seed", "train_seed_offset"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
         if self.memory_size < 0:
             raise ConfigError(f"memory_size must be >= 0, got {self.memory_size!r}.")
         completions = self.tasks_per_step * self.rollouts_per_task
@@ -148,6 +157,22 @@ class TrainConfig:
         if not isinstance(self.env_kwargs, dict):
             raise ConfigError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}.")
         return self
+
+    def _check_types(self) -> None:
+        """Reject values of the wrong JSON type, such as ``"lora": "no"`` in a config file."""
+        expected = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+                    "str | None": (str, type(None)), "dict[str, Any] | None": (dict, type(None))}
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            allowed = expected.get(str(spec.type))
+            if allowed is None:
+                continue
+            wrong_bool = isinstance(value, bool) and bool not in allowed
+            if wrong_bool or not isinstance(value, allowed):
+                type_name = {"int": "an integer", "float": "a number", "bool": "true or false",
+                             "str": "a string", "str | None": "a string or null",
+                             "dict[str, Any] | None": "a JSON object or null"}[str(spec.type)]
+                raise ConfigError(f"{spec.name} must be {type_name}, got {value!r}.")
 
     @property
     def reflection(self) -> bool:

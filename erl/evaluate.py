@@ -44,13 +44,13 @@ def load_policy(spec: str, dtype: str = "float32"):
     Returns the loaded model and, for a run directory, the run's saved config as a dict.
     """
     from erlgym.erl.models import load_model
-    from erlgym.erl.run import CONFIG_FILE, FINAL_DIR, STATUS_FILE, latest_checkpoint
+    from erlgym.erl.run import FINAL_DIR, STATUS_FILE, latest_checkpoint, read_run_config
 
     path = Path(spec).expanduser()
     if not (path / STATUS_FILE).is_file():
         return load_model(spec, dtype), None
 
-    run_config = json.loads((path / CONFIG_FILE).read_text())
+    run_config = read_run_config(path)
     weights = path / FINAL_DIR if (path / FINAL_DIR).is_dir() else latest_checkpoint(path)
     if weights is None:
         raise ConfigError(f"Run directory {path} has neither final/ nor a checkpoint yet; train it first.")
@@ -71,6 +71,8 @@ def evaluate(config: EvalConfig, on_batch: Callable[[int, int], None] | None = N
     from erlgym.erl.rollout import GenerationConfig, RolloutEngine
     from erlgym.erl.run import check_env_id, make_env_or_raise
 
+    if config.seed_offset < 0:
+        raise ConfigError(f"seed_offset must be >= 0, got {config.seed_offset!r}.")
     for name in ("episodes", "batch_size", "max_new_tokens", "max_context_tokens"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:

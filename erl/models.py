@@ -123,7 +123,7 @@ def _load_gguf(gguf_path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, Pr
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
     except Exception as error:  # transformers raises many types for unreadable files
         raise ModelLoadError(
-            f"Could not load the GGUF file {gguf_path}: {error}. Check that it is a complete "
+            f"Could not load the GGUF file {gguf_path}: {str(error).rstrip('.')}. Check that it is a complete "
             "GGUF model file of an architecture transformers supports."
         ) from error
     # The dequantized weights are plain tensors, but transformers keeps the GGUF quantizer
@@ -206,10 +206,10 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32") 
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
-        except OSError as error:
+        except (OSError, ValueError) as error:
             raise ModelLoadError(
-                f"Could not load model {spec!r}: {error}. Pass a local folder, a .gguf file, "
-                "'default', or a Hugging Face id on a machine that can reach the hub."
+                f"Could not load model {spec!r}: {str(error).rstrip('.')}. Pass a local folder with a model "
+                "and its tokenizer, a .gguf file, 'default', or a Hugging Face id on a machine that can reach the hub."
             ) from error
 
     prepare_tokenizer(tokenizer)

@@ -83,9 +83,7 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | Non
         raise RunError(f"Cannot resume: {run_dir} does not exist or is empty. Pass the run directory of an earlier run.")
     checkpoint = None
     if resume:
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise RunError(f"Cannot resume: {run_dir} has no {CONFIG_FILE}, so it is not an erlgym run directory.")
-        saved = json.loads((run_dir / CONFIG_FILE).read_text())
+        saved = read_run_config(run_dir)
         for name in ("env", "env_kwargs", "method", "model"):
             if saved.get(name) != getattr(config, name):
                 raise RunError(
@@ -95,7 +93,11 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | Non
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
             # Interrupted before its first checkpoint: the run starts over, so its old lines go.
-            truncate_metrics(run_dir / METRICS_FILE, 0)
+            truncate_records(run_dir, 0)
+        elif int(checkpoint.name.split("-")[-1]) >= config.steps:
+            raise RunError(
+                f"{run_dir} has already trained {checkpoint.name.split('-')[-1]} steps, and --steps is "
+                f"{config.steps}. Pass a larger --steps to train further.")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -106,17 +108,39 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | Non
     return run_dir, checkpoint
 
 
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """Return the saved config of a run directory.
+
+    Raises:
+        RunError: the directory has no readable ``config.json``.
+    """
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no {CONFIG_FILE}, so it is not an erlgym run directory.")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise RunError(f"Cannot read {path}: {error}. Restore the file or start a new run.") from error
+
+
 def make_env_or_raise(env_id: str, env_kwargs: dict[str, Any], pool: Any = None) -> gym.Env:
     """Build one environment (into ``pool`` when given) so that bad keyword arguments fail early.
 
     Raises:
-        ConfigError: ``gymnasium.make`` rejected the keyword arguments, or a file they
-            name is missing or unreadable.
+        ConfigError: ``gymnasium.make`` or the first ``reset`` rejected the keyword
+            arguments, a file they name is missing or unreadable, or the environment is
+            not a text environment with a system prompt.
     """
     try:
-        return pool.take(1)[0] if pool is not None else gym.make(env_id, **env_kwargs)
-    except (TypeError, ValueError, OSError) as error:
+        env = pool.take(1)[0] if pool is not None else gym.make(env_id, **env_kwargs)
+        env.reset(seed=0)
+    except (TypeError, ValueError, OSError, RuntimeError) as error:
         raise ConfigError(f"Cannot create {env_id} with env_kwargs {json.dumps(env_kwargs)}: {error}") from error
+    if not hasattr(env.unwrapped, "system_prompt") or not hasattr(env.unwrapped, "few_shot_messages"):
+        raise ConfigError(
+            f"{env_id} is not an erlgym text environment: it has no system_prompt and few_shot_messages. "
+            "Use an erlgym/ environment or a subclass of erlgym.envs.base.TextEnv.")
+    return env
 
 
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
@@ -160,6 +184,12 @@ class MetricsFileCallback(TrainerCallback):
             self.on_step(record)
 
 
+def truncate_records(run_dir: Path, last_step: int) -> None:
+    """Drop metric and sample lines after ``last_step``, so a resumed run does not log a step twice."""
+    truncate_metrics(run_dir / METRICS_FILE, last_step)
+    truncate_metrics(run_dir / SAMPLES_FILE, last_step)
+
+
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric lines after ``last_step``, so a resumed run does not log a step twice."""
     if not path.exists():
@@ -175,15 +205,9 @@ def train(config: TrainConfig, resume: bool = False,
     Raises:
         ConfigError, RunError, erlgym.erl.models.ModelLoadError: with a message naming the fix.
     """
-    # Heavy imports stay here so that `erlgym --help` and `erlgym play` start fast.
-    from peft import LoraConfig
-    from trl import GRPOConfig
-
-    from erlgym.erl.algorithm import EnvPool, StepSettings
-    from erlgym.erl.memory import ReflectionMemory
+    # Heavy imports stay here so that `erlgym --help` starts fast.
+    from erlgym.erl.algorithm import EnvPool
     from erlgym.erl.models import load_model
-    from erlgym.erl.rollout import GenerationConfig
-    from erlgym.erl.trainer import MEMORY_FILE, ERLTrainer
 
     config.validate()
     check_env_id(config.env)
@@ -208,13 +232,41 @@ def train(config: TrainConfig, resume: bool = False,
         raise
 
     (run_dir / CONFIG_FILE).write_text(config.to_json())
-    write_status(run_dir, "running", versions=environment_versions(),
+    previous = json.loads((run_dir / STATUS_FILE).read_text()) if (run_dir / STATUS_FILE).exists() else {}
+    write_status(run_dir, "running", versions=environment_versions(), error=None,
                  resumed_from=str(checkpoint) if checkpoint else None)
+    started = time.perf_counter()
+    try:
+        steps_done = _train_in_run_dir(config, run_dir, checkpoint, loaded, pool, dtype, on_step)
+    except BaseException as error:
+        write_status(run_dir, "failed" if not isinstance(error, KeyboardInterrupt) else "interrupted",
+                     error=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        pool.close()
+    # A resumed run adds its time to the time of the runs before it.
+    train_seconds = previous.get("train_seconds", 0.0) if checkpoint is not None else 0.0
+    write_status(run_dir, "completed", train_seconds=round(train_seconds + time.perf_counter() - started, 1),
+                 steps=steps_done)
+    return run_dir
+
+
+def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | None, loaded: Any, pool: Any,
+                      dtype: str, on_step: Callable[[dict[str, Any]], None] | None) -> int:
+    """Build the trainer, train, and save the final model; return the number of steps done."""
+    from peft import LoraConfig
+    from trl import GRPOConfig
+
+    from erlgym.erl.algorithm import StepSettings
+    from erlgym.erl.memory import ReflectionMemory
+    from erlgym.erl.rollout import GenerationConfig
+    from erlgym.erl.trainer import MEMORY_FILE, ERLTrainer
+
     memory = ReflectionMemory(capacity=config.memory_size, threshold=config.memory_threshold)
     if checkpoint is not None:
         if (checkpoint / MEMORY_FILE).exists():
             memory = ReflectionMemory.load(checkpoint / MEMORY_FILE)
-        truncate_metrics(run_dir / METRICS_FILE, int(checkpoint.name.split("-")[-1]))
+        truncate_records(run_dir, int(checkpoint.name.split("-")[-1]))
 
     group = config.rollouts_per_task
     completions_per_step = config.tasks_per_step * group
@@ -236,6 +288,7 @@ def train(config: TrainConfig, resume: bool = False,
         logging_steps=1,
         save_strategy="steps",
         save_steps=config.save_every,
+        save_total_limit=config.keep_checkpoints,
         report_to=["tensorboard"] if config.tensorboard else [],
         seed=config.seed,
         data_seed=config.seed,
@@ -269,21 +322,13 @@ def train(config: TrainConfig, resume: bool = False,
     )
     # With tqdm disabled, transformers prints every log dict; the CLI prints its own line per step.
     trainer.remove_callback(PrinterCallback)
-    started = time.perf_counter()
-    try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        trainer.save_model(str(run_dir / FINAL_DIR))
-        loaded.tokenizer.save_pretrained(run_dir / FINAL_DIR)
-        memory.save(run_dir / FINAL_DIR / MEMORY_FILE)
-    except BaseException as error:
-        write_status(run_dir, "failed" if not isinstance(error, KeyboardInterrupt) else "interrupted",
-                     error=f"{type(error).__name__}: {error}")
-        raise
-    finally:
-        pool.close()
-    write_status(run_dir, "completed", train_seconds=round(time.perf_counter() - started, 1),
-                 steps=trainer.state.global_step)
-    return run_dir
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.save_model(str(run_dir / FINAL_DIR))
+    loaded.tokenizer.save_pretrained(run_dir / FINAL_DIR)
+    memory.save(run_dir / FINAL_DIR / MEMORY_FILE)
+    return trainer.state.global_step
+
+
 
 
 def _has_accelerator() -> bool:

@@ -483,3 +483,31 @@ def test_play_bad_level_names_line(tmp_path, capsys):
     error = " ".join(capsys.readouterr().err.split())
     assert status == 2
     assert "bad.xsb:6" in error
+
+
+def test_train_non_text_env(tmp_path, capsys):
+    status = main(["train", "--env", "CartPole-v1", "--output-dir", str(tmp_path / "run")])
+    error = " ".join(capsys.readouterr().err.split())
+    assert status == 2
+    assert "not an erlgym text environment" in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_play_negative_seed(capsys):
+    status = main(["play", "erlgym/FrozenLake-v0", "--seed", "-1"])
+    assert status == 2
+    assert "--seed" in capsys.readouterr().err
+
+
+def test_eval_out_under_file(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    status = main(["eval", "--model", str(tmp_path / "none"), "--out", str(blocker / "x.json")])
+    assert status == 2
+    assert "x.json" in capsys.readouterr().err
+
+
+def test_config_directory_rejected(tmp_path, capsys):
+    status = main(["train", "--config", str(tmp_path)])
+    assert status == 2
+    assert "Cannot read config file" in " ".join(capsys.readouterr().err.split())

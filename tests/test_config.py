@@ -45,3 +45,21 @@ def test_resolve_dtype_keeps_explicit(name):
 
 def test_resolve_dtype_auto_is_concrete():
     assert resolve_dtype("auto") in ("float32", "bfloat16")
+
+
+@pytest.mark.parametrize("field, value", [
+    ("lora", "no"), ("steps", True), ("seed", 1.5), ("learning_rate", "1e-4"), ("model", 5), ("env_kwargs", [1]),
+])
+def test_wrong_type_rejected(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_integer_learning_rate_accepted():
+    assert TrainConfig(learning_rate=1).validate().learning_rate == 1
+
+
+@pytest.mark.parametrize("field", ["seed", "train_seed_offset"])
+def test_negative_seed_rejected(field):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: -1}).validate()

@@ -5,6 +5,7 @@ with two tasks per step, so a step took about one second on 2 CPU cores.
 """
 
 import json
+import shutil
 import math
 
 import pytest
@@ -499,3 +500,26 @@ def test_reference_logps_with_kl(action_model_dir, tmp_path):
 
     assert batch["ref_per_token_logps"].shape == batch["completion_ids"].shape
     assert torch.allclose(batch["ref_per_token_logps"], policy, atol=1e-5)
+
+
+def test_resume_finished_run_rejected(action_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_config(action_model_dir, run_dir, steps=1))
+
+    with pytest.raises(RunError, match="already trained 1 steps"):
+        train(tiny_config(action_model_dir, run_dir, steps=1), resume=True)
+
+
+def test_resume_trims_samples(action_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_config(action_model_dir, run_dir, steps=2, save_every=1, keep_checkpoints=5))
+    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-2")
+    with open(run_dir / "samples.jsonl", "a") as handle:
+        handle.write(json.dumps({"kind": "stale", "step": 2}) + "\n")
+
+    train(tiny_config(action_model_dir, run_dir, steps=2, save_every=1), resume=True)
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert all(record["kind"] != "stale" for record in records)
+    assert sorted({record["step"] for record in records}) == [1, 2]
+    assert read_status(run_dir)["status"] == "completed"
+    assert read_status(run_dir).get("error") is None
