@@ -27,14 +27,16 @@ EVAL_SEED_OFFSET = 1_000_000
 
 DEFAULT_ENV_KWARGS: dict[str, dict[str, Any]] = {
     "erlgym/FrozenLake-v0": {"size": [2, 4]},
-    "erlgym/Sokoban-v0": {"min_side": 6, "max_side": 6, "max_solution_moves": 6},
+    "erlgym/Sokoban-v0": {"min_side": 6, "max_side": 6, "max_solution_moves": 6, "max_steps": 10},
 }
 """Environment settings ``erlgym train`` uses when ``--env-kwargs`` is not given.
 
 The environments' own defaults (FrozenLake maps up to 9x9, Sokoban rooms up to 8x8 with
 solutions up to 20 moves) are rarely solved by the 135M-parameter default model, so
 most groups would have no reward variance and no learning signal. These smaller tasks
-keep episodes short on a CPU and give groups both successes and failures.
+keep episodes short on a CPU and give groups both successes and failures. Sokoban's own
+step limit (2 × shortest solution + 10) let one default-model training step run for
+over 9 minutes on 2 cores, so training caps it at 10.
 """
 
 
@@ -60,7 +62,7 @@ class TrainConfig:
     env_kwargs: dict[str, Any] | None = field(default=None, metadata=_help(
         "Keyword arguments for gymnasium.make, as JSON, e.g. '{\"size\": [3, 4]}'. They replace the "
         "training defaults entirely: FrozenLake {\"size\": [2, 4]}; Sokoban {\"min_side\": 6, "
-        "\"max_side\": 6, \"max_solution_moves\": 6}; other environments none."))
+        "\"max_side\": 6, \"max_solution_moves\": 6, \"max_steps\": 10}; other environments none."))
     method: str = field(default="erl", metadata=_help(
         "erl: attempt, reflect, retry and internalize. grpo: first attempts only (the no-reflection baseline).",
         choices=METHODS))
