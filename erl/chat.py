@@ -1,9 +1,9 @@
 """Token-level chat rendering for multi-turn rollouts.
 
 A rollout renders its first prompt with the tokenizer's chat template once. After that,
-every model turn is kept as the exact ids the model generated, and every new user
-message (an environment observation) is appended as ids of the template's text between
-the end of an assistant turn and the start of the next one. The history is never
+every model turn is kept as the exact ids the model generated. Every new user message
+(an environment observation) is appended as the ids of the template's text that closes
+an assistant turn, wraps the message and opens the next assistant turn. The history is never
 re-rendered and re-tokenized, so the ids the trainer scores are the ids the model
 sampled.
 """

@@ -124,7 +124,7 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def format_step_line(record: dict[str, Any], total_steps: int) -> str:
-    """One line per step: success before and after reflection, reward, tokens, seconds."""
+    """Format one line per step: success before and after reflection, reward, tokens, seconds."""
     parts = [f"step {record['step']:>3}/{total_steps}",
              f"success {record.get('rollout/first_success_rate', 0.0):.2f}"]
     if record.get("erl/num_reflections", 0) > 0 or "erl/retry_success_rate" in record:

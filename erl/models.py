@@ -175,7 +175,7 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32") 
     """Load a causal LM and its tokenizer from a spec (see the module docstring).
 
     Raises:
-        ModelLoadError: the spec names no loadable model; the message says what to pass instead.
+        ModelLoadError: the spec names no loadable model. The message names what to pass instead.
     """
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     path = Path(spec).expanduser()
