@@ -57,6 +57,7 @@ class GenerationConfig:
     top_p: float = 1.0
     max_context_tokens: int = 2048
     share_prefix: bool = True
+    reuse_cache: bool = True
 
 
 @dataclass
@@ -71,6 +72,30 @@ class PrefixCache:
         cache = copy.deepcopy(self.cache)
         cache.batch_repeat_interleave(batch_size)
         return cache
+
+
+@dataclass
+class TurnState:
+    """The padded batch and key/value cache that a multi-turn batch carries from one turn to the next.
+
+    After a call to :meth:`RolloutEngine.generate`, ``input_ids`` holds every token of
+    every row so far in the padded layout the model saw, and ``attention_mask`` marks
+    the real ones (the sampled ids after a row's stop id are masked). The next call
+    appends only each row's new tokens, so earlier turns are never encoded again.
+    """
+
+    input_ids: torch.Tensor | None = None  # (B, T)
+    attention_mask: torch.Tensor | None = None  # (B, T)
+    cache: Any = None
+
+    def select(self, rows: list[int]) -> None:
+        """Keep only ``rows``, in that order (the episodes that go on to another turn)."""
+        if self.input_ids is None or not rows or rows == list(range(self.input_ids.size(0))):
+            return
+        index = torch.tensor(rows, dtype=torch.long)
+        self.input_ids = self.input_ids[index]
+        self.attention_mask = self.attention_mask[index]
+        self.cache.batch_select_indices(index)
 
 
 class RolloutEngine:
@@ -90,30 +115,28 @@ class RolloutEngine:
 
     @torch.inference_mode()
     def generate(self, contexts: list[list[int]], max_new_tokens: int | None = None,
-                 prefix: "PrefixCache | None" = None) -> list[list[int]]:
+                 prefix: "PrefixCache | None" = None, state: TurnState | None = None) -> list[list[int]]:
         """Sample one continuation per context; each ends at its first stop id (kept) or at the limit.
 
         With ``prefix``, every context must start with ``prefix.ids``; its keys and values
         are reused instead of being recomputed for every row.
+
+        With ``state``, a call continues the batch of the previous call made with the same
+        state: row i of ``contexts`` must extend row i of that call's contexts plus its
+        reply (use :meth:`TurnState.select` to drop rows in between). Only the new tokens
+        are encoded; the previous keys and values come from the state's cache.
         """
         if not contexts:
             return []
         max_new_tokens = max_new_tokens or self.config.max_new_tokens
-        pad_id = self.tokenizer.pad_token_id
-        shared = len(prefix.ids) if prefix is not None else 0
-        width = max(len(ids) for ids in contexts) - shared
-        # (B, shared + width): the shared prefix, then each row's remainder left-padded, so
-        # that every row's next token is at the same position and padding sits between the
-        # prefix and the remainder. Position ids follow the attention mask, so padding does
-        # not shift them.
-        input_ids = torch.full((len(contexts), shared + width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(contexts), shared + width), dtype=torch.long)
-        for row, ids in enumerate(contexts):
-            rest = ids[shared:]
-            input_ids[row, :shared] = torch.tensor(ids[:shared], dtype=torch.long)
-            attention_mask[row, :shared] = 1
-            input_ids[row, shared + width - len(rest):] = torch.tensor(rest, dtype=torch.long)
-            attention_mask[row, shared + width - len(rest):] = 1
+        cache = None
+        if state is not None and state.input_ids is not None:
+            input_ids, attention_mask = self._extend_layout(state, contexts)
+            cache = state.cache
+        else:
+            input_ids, attention_mask = self._first_layout(contexts, prefix)
+            if prefix is not None:
+                cache = prefix.expand(len(contexts))
 
         device = next(self.model.parameters()).device
         was_training = self.model.training
@@ -121,9 +144,7 @@ class RolloutEngine:
         started = time.perf_counter()
         try:
             sampling = self.config.temperature > 0
-            extra = {}
-            if prefix is not None:
-                extra["cache"] = prefix.expand(len(contexts))
+            extra = {"cache": cache} if cache is not None else {}
             output = self.model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
@@ -132,8 +153,9 @@ class RolloutEngine:
                 temperature=self.config.temperature if sampling else None,
                 top_p=self.config.top_p if sampling else None,
                 top_k=None,
-                pad_token_id=pad_id,
+                pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=sorted(self.stop_ids),
+                return_dict_in_generate=True,
                 **extra,
             )
         finally:
@@ -141,8 +163,57 @@ class RolloutEngine:
             if was_training:
                 self.model.train()
 
-        new_tokens = output[:, shared + width:].tolist()  # (B, <= max_new_tokens)
-        return [self._cut_at_stop(ids) for ids in new_tokens]
+        sequences = output.sequences.cpu()  # (B, T + new)
+        replies = [self._cut_at_stop(ids) for ids in sequences[:, input_ids.size(1):].tolist()]
+        if state is not None:
+            reply_mask = torch.zeros((len(contexts), sequences.size(1) - input_ids.size(1)), dtype=torch.long)
+            for row, reply in enumerate(replies):
+                reply_mask[row, : len(reply)] = 1
+            state.input_ids = sequences
+            state.attention_mask = torch.cat([attention_mask, reply_mask], dim=1)
+            state.cache = output.cache
+        return replies
+
+    def _first_layout(self, contexts: list[list[int]], prefix: "PrefixCache | None") -> tuple[torch.Tensor, torch.Tensor]:
+        """Lay out ``contexts`` as (B, shared + width) ids and attention mask.
+
+        The shared prefix comes first, then each row's remainder left-padded, so that every
+        row's next token is at the same position and padding sits between the prefix and
+        the remainder. Position ids follow the attention mask, so padding does not shift them.
+        """
+        pad_id = self.tokenizer.pad_token_id
+        shared = len(prefix.ids) if prefix is not None else 0
+        width = max(len(ids) for ids in contexts) - shared
+        input_ids = torch.full((len(contexts), shared + width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(contexts), shared + width), dtype=torch.long)
+        for row, ids in enumerate(contexts):
+            rest = ids[shared:]
+            input_ids[row, :shared] = torch.tensor(ids[:shared], dtype=torch.long)
+            attention_mask[row, :shared] = 1
+            input_ids[row, shared + width - len(rest):] = torch.tensor(rest, dtype=torch.long)
+            attention_mask[row, shared + width - len(rest):] = 1
+        return input_ids, attention_mask
+
+    def _extend_layout(self, state: TurnState, contexts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append each context's tokens beyond the state's real tokens, left-padded to a common width."""
+        if len(contexts) != state.input_ids.size(0):
+            raise ValueError(f"got {len(contexts)} contexts for a turn state of {state.input_ids.size(0)} rows; "
+                             "call TurnState.select with the rows that continue first")
+        new_parts = []
+        for row, ids in enumerate(contexts):
+            seen = state.input_ids[row][state.attention_mask[row].bool()].tolist()
+            if ids[: len(seen)] != seen:
+                raise ValueError(f"context {row} does not extend the tokens of the previous turn; "
+                                 "a turn state only supports appending")
+            new_parts.append(ids[len(seen):])
+        width = max(len(part) for part in new_parts)
+        chunk = torch.full((len(contexts), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        chunk_mask = torch.zeros((len(contexts), width), dtype=torch.long)
+        for row, part in enumerate(new_parts):
+            if part:
+                chunk[row, width - len(part):] = torch.tensor(part, dtype=torch.long)
+                chunk_mask[row, width - len(part):] = 1
+        return torch.cat([state.input_ids, chunk], dim=1), torch.cat([state.attention_mask, chunk_mask], dim=1)
 
     @torch.inference_mode()
     def build_prefix(self, contexts: list[list[int]], min_length: int = 32) -> "PrefixCache | None":
@@ -199,11 +270,16 @@ class RolloutEngine:
         # The system prompt and few-shot examples are usually the same for every episode:
         # their keys and values are computed once per rollout instead of once per row and turn.
         prefix = self.build_prefix([episode.prompt_ids for episode in active]) if self.config.share_prefix else None
+        # Each turn encodes only the tokens added since the last one (the observation);
+        # the keys and values of earlier turns stay in the state's cache.
+        state = TurnState() if self.config.reuse_cache else None
         while active:
             contexts = [episode.prompt_ids + episode.completion_ids for episode in active]
-            replies = self.generate(contexts, prefix=prefix)
+            replies = self.generate(contexts, prefix=prefix, state=state)
             for episode, reply_ids in zip(active, replies):
                 self._advance(episode, reply_ids)
+            if state is not None:
+                state.select([row for row, episode in enumerate(active) if not episode.done])
             active = [episode for episode in active if not episode.done]
         return episodes
 

@@ -10,7 +10,7 @@ import torch
 
 from erlgym.erl.chat import encode_prompt
 from erlgym.erl.models import load_model
-from erlgym.erl.rollout import Episode, GenerationConfig, RolloutEngine
+from erlgym.erl.rollout import Episode, GenerationConfig, RolloutEngine, TurnState
 from tiny_model import ACTION_ENV_ID, ACTION_ENV_KWARGS
 
 IM_END = "<|im_end|>"
@@ -361,3 +361,59 @@ def test_shared_prefix_run_matches_plain_run(action_model):
     for left, right in zip(shared, plain):
         assert left.completion_ids == right.completion_ids
         assert left.env_mask == right.env_mask
+
+
+def test_reused_cache_run_matches_plain_run(action_model):
+    """Greedy episodes are the same whether earlier turns come from the cache or are encoded again."""
+    def greedy_episodes(reuse_cache: bool, share_prefix: bool) -> list[Episode]:
+        engine = RolloutEngine(action_model.model, action_model.tokenizer,
+                               GenerationConfig(max_new_tokens=8, temperature=0.0, share_prefix=share_prefix,
+                                                reuse_cache=reuse_cache))
+        return play(engine, [280, 281, 282, 283, 284, 285])
+
+    plain = greedy_episodes(reuse_cache=False, share_prefix=False)
+    # Episodes of different lengths, so rows leave the cached batch between turns.
+    assert len({episode.turns for episode in plain}) > 1
+    assert max(episode.turns for episode in plain) > 2
+    for share_prefix in (False, True):
+        reused = greedy_episodes(reuse_cache=True, share_prefix=share_prefix)
+        for left, right in zip(reused, plain):
+            assert left.completion_ids == right.completion_ids
+            assert left.env_mask == right.env_mask
+
+
+def test_turn_state_rejects_context_that_does_not_extend(action_model):
+    tokenizer = action_model.tokenizer
+    engine = RolloutEngine(action_model.model, tokenizer, GenerationConfig(max_new_tokens=4, temperature=0.0))
+    context = encode_prompt(tokenizer, first_messages(make_env(), 290))
+    state = TurnState()
+    (reply,) = engine.generate([context], state=state)
+
+    with pytest.raises(ValueError, match="does not extend"):
+        engine.generate([context[:-1] + reply], state=state)
+    with pytest.raises(ValueError, match="2 contexts for a turn state of 1 rows"):
+        engine.generate([context + reply, context + reply], state=state)
+    assert engine.generate([context + reply + [tokenizer.eos_token_id]], state=state)
+
+
+def test_turn_state_masks_tokens_after_a_stop(tiny_model_dir):
+    """Rows that stop early leave sampled padding in the state; the next turn must not attend to it."""
+    loaded = load_model(str(tiny_model_dir))
+    tokenizer = loaded.tokenizer
+    engine = RolloutEngine(loaded.model, tokenizer, GenerationConfig(max_new_tokens=6, temperature=0.0))
+    contexts = [tokenizer(text, add_special_tokens=False)["input_ids"]
+                for text in ("the lake is frozen", "a box on a goal", "move left then down", "up")]
+    unstopped = engine.generate(contexts)
+    # Stop on the second token of the first row, so rows end after different numbers of tokens.
+    engine.stop_ids = {unstopped[0][1]}
+    state = TurnState()
+    replies = engine.generate(contexts, state=state)
+    assert len({len(reply) for reply in replies}) > 1
+
+    state.select([0, 1, 3])
+    observations = [tokenizer(text, add_special_tokens=False)["input_ids"]
+                    for text in ("you fell", "the box moved to the wall", "no effect")]
+    next_contexts = [contexts[row] + replies[row] + observation
+                     for row, observation in zip([0, 1, 3], observations)]
+
+    assert engine.generate(next_contexts, state=state) == engine.generate(next_contexts)
