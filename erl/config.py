@@ -110,6 +110,10 @@ class TrainConfig:
     lora: bool = field(default=True, metadata=_help("Train LoRA adapters (PEFT); --no-lora fine-tunes all weights."))
     lora_rank: int = field(default=16, metadata=_help("LoRA rank r."))
     lora_alpha: int = field(default=32, metadata=_help("LoRA scaling alpha."))
+    merged_rollouts: bool = field(default=True, metadata=_help(
+        "With LoRA, sample rollouts from a plain copy of the model whose weights have the adapters "
+        "merged in, refreshed before every step. Generation through unmerged adapters was 1.5-2.5x "
+        "slower on a CPU; the copy costs one more set of weights in memory."))
     max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm."))
 
     # Run directory

@@ -318,7 +318,7 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
                                     max_context_tokens=config.max_context_tokens),
         memory=memory, records_path=run_dir / SAMPLES_FILE,
         args=args, model=loaded.model, processing_class=loaded.tokenizer, peft_config=peft_config,
-        callbacks=[MetricsFileCallback(run_dir / METRICS_FILE, on_step)],
+        callbacks=[MetricsFileCallback(run_dir / METRICS_FILE, on_step)], merged_rollouts=config.merged_rollouts,
     )
     # With tqdm disabled, transformers prints every log dict; the CLI prints its own line per step.
     trainer.remove_callback(PrinterCallback)

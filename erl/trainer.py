@@ -15,6 +15,7 @@ that minor version.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from peft.tuners.lora import LoraLayer
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import pad
 
@@ -35,6 +37,28 @@ logger = logging.getLogger(__name__)
 MEMORY_FILE = "erl_memory.json"
 
 
+@torch.no_grad()
+def copy_merged_weights(peft_model: torch.nn.Module, target: torch.nn.Module) -> int:
+    """Set each LoRA-wrapped linear layer of ``target`` to base weight + LoRA delta; return how many were set.
+
+    ``target`` is a plain copy of the model taken before PEFT wrapped it, so its module
+    names are the PEFT base model's. Only LoRA layers are copied: every other weight is
+    frozen under LoRA and stays equal to the copy's.
+    """
+    target_modules = dict(target.named_modules())
+    merged = 0
+    for name, module in peft_model.get_base_model().named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        weight = module.get_base_layer().weight.float()
+        for adapter in module.active_adapters:
+            if adapter in module.lora_A:
+                weight = weight + module.get_delta_weight(adapter).float()
+        target_modules[name].weight.copy_(weight)
+        merged += 1
+    return merged
+
+
 def environment_reward(completions: list[Any], **kwargs: Any) -> list[float]:
     """Read episode rewards back from the rollout (``kwargs["episode_reward"]``).
 
@@ -43,6 +67,32 @@ def environment_reward(completions: list[Any], **kwargs: Any) -> list[float]:
     the trainer's collection step does not call this function.
     """
     return [float(value) for value in kwargs.get("episode_reward", [0.0] * len(completions))]
+
+
+def trim_padding(batch: dict[str, Any]) -> dict[str, Any]:
+    """Drop the prompt columns no row attends to and the completion columns past every row's end.
+
+    ``_to_batch`` pads a whole step to its longest sample; TRL then splits it into
+    micro-batches that keep that width. Trimming each micro-batch to its own longest
+    sample leaves the loss unchanged and skips the padded positions' forward and backward
+    passes. Every two-dimensional tensor as wide as the completions is trimmed with them.
+    """
+    prompt_used = batch["prompt_mask"].any(dim=0).nonzero()
+    completion_used = batch["completion_mask"].any(dim=0).nonzero()
+    prompt_start = int(prompt_used[0]) if len(prompt_used) else batch["prompt_mask"].size(1) - 1
+    completion_end = int(completion_used[-1]) + 1 if len(completion_used) else 1
+    width = batch["completion_ids"].size(1)
+    if prompt_start == 0 and completion_end == width:
+        return batch
+    trimmed = dict(batch)
+    for key, value in batch.items():
+        if not isinstance(value, torch.Tensor) or value.dim() != 2:
+            continue
+        if key in ("prompt_ids", "prompt_mask"):
+            trimmed[key] = value[:, prompt_start:]
+        elif value.size(1) == width:
+            trimmed[key] = value[:, :completion_end]
+    return trimmed
 
 
 class ERLTrainer(GRPOTrainer):
@@ -60,21 +110,36 @@ class ERLTrainer(GRPOTrainer):
 
     def __init__(self, *, pool: EnvPool, task_seeds: list[int], settings: StepSettings,
                  generation: GenerationConfig, memory: ReflectionMemory, records_path: Path | None,
-                 args: GRPOConfig, model, processing_class, peft_config=None, callbacks=None):
+                 args: GRPOConfig, model, processing_class, peft_config=None, callbacks=None,
+                 merged_rollouts: bool = True):
         dataset = Dataset.from_dict({
             "prompt": [f"{pool.env_id} task {seed}" for seed in task_seeds],
             "task_seed": list(task_seeds),
         })
+        # Generating through unmerged LoRA layers adds two small matmuls per linear layer,
+        # in float32 when PEFT keeps the adapters in float32. A plain copy taken before PEFT
+        # wraps the model samples instead, with the adapters merged in before every step.
+        rollout_model = None
+        if peft_config is not None and merged_rollouts:
+            rollout_model = copy.deepcopy(model).eval().requires_grad_(False)
         super().__init__(model=model, reward_funcs=[environment_reward], args=args, train_dataset=dataset,
                          processing_class=processing_class, peft_config=peft_config, callbacks=callbacks)
         self.pool = pool
         self.settings = settings
         self.memory = memory
         self.records_path = records_path
-        self.engine = RolloutEngine(self.model, processing_class, generation)
+        self.rollout_model = rollout_model.to(self.accelerator.device) if rollout_model is not None else None
+        self.engine = RolloutEngine(self.model if self.rollout_model is None else self.rollout_model,
+                                    processing_class, generation)
         self.last_step_metrics: dict[str, float] = {}
 
+    def sync_rollout_model(self) -> None:
+        """Copy the current policy into the rollout model (base weights plus merged LoRA deltas)."""
+        if self.rollout_model is not None:
+            copy_merged_weights(self.accelerator.unwrap_model(self.model), self.rollout_model)
+
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        self.sync_rollout_model()
         seeds = list(dict.fromkeys(int(row["task_seed"]) for row in inputs))  # unique, in order
         result = collect_step(self.engine, self.pool, seeds, self.memory, self.settings,
                               step=self.state.global_step + 1)
@@ -133,6 +198,10 @@ class ERLTrainer(GRPOTrainer):
         if self.beta != 0.0:
             batch["ref_per_token_logps"] = self._reference_logps(batch)
         return batch
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return super().compute_loss(model, trim_padding(inputs), return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
 
     @torch.no_grad()
     def _reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:

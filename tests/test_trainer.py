@@ -11,8 +11,9 @@ import math
 import pytest
 import torch
 from peft import LoraConfig
+from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
-from trl import GRPOConfig
+from trl import GRPOConfig, GRPOTrainer
 
 from erlgym.erl.algorithm import EnvPool, StepSettings, TrainingSample
 from erlgym.erl.config import ConfigError, TrainConfig
@@ -20,7 +21,7 @@ from erlgym.erl.memory import ReflectionMemory
 from erlgym.erl.models import ModelLoadError, load_model
 from erlgym.erl.rollout import GenerationConfig
 from erlgym.erl.run import RunError, train
-from erlgym.erl.trainer import MEMORY_FILE, ERLTrainer
+from erlgym.erl.trainer import MEMORY_FILE, ERLTrainer, copy_merged_weights, trim_padding
 from tiny_model import ACTION_ENV_ID, ACTION_ENV_KWARGS
 
 STEP_KEYS = {
@@ -523,3 +524,63 @@ def test_resume_trims_samples(action_model_dir, tmp_path):
     assert sorted({record["step"] for record in records}) == [1, 2]
     assert read_status(run_dir)["status"] == "completed"
     assert read_status(run_dir).get("error") is None
+
+
+# ---------------------------------------------------------------- merged rollout model
+
+
+def policy_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=input_ids).logits
+
+
+def test_rollout_model_follows_lora_updates(action_model_dir, tmp_path):
+    trainer = build_trainer(action_model_dir, tmp_path)
+    input_ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    generator = torch.Generator().manual_seed(0)
+    lora_weights = [parameter for name, parameter in trainer.model.named_parameters() if "lora_B" in name]
+    with torch.no_grad():
+        for parameter in lora_weights:  # an update moves lora_B away from its zero start
+            parameter.copy_(0.05 * torch.randn(parameter.shape, generator=generator))
+    trainer.model.eval()
+
+    assert trainer.engine.model is trainer.rollout_model
+    assert not torch.allclose(policy_logits(trainer.rollout_model, input_ids),
+                              policy_logits(trainer.model, input_ids), atol=1e-3)
+    trainer.sync_rollout_model()
+    torch.testing.assert_close(policy_logits(trainer.rollout_model, input_ids),
+                               policy_logits(trainer.model, input_ids), atol=1e-4, rtol=1e-4)
+
+
+def test_rollout_model_counts_every_lora_layer(action_model_dir, tmp_path):
+    trainer = build_trainer(action_model_dir, tmp_path)
+    lora_layers = [module for module in trainer.model.modules() if isinstance(module, LoraLayer)]
+
+    assert copy_merged_weights(trainer.model, trainer.rollout_model) == len(lora_layers) > 0
+
+
+def test_trim_padding_keeps_loss(trainer):
+    """A micro-batch trimmed to its own longest sample has the loss of the untrimmed one."""
+    samples = [sample([5, 6], [10, 11, 12], [1, 0, 1], advantage=1.0),
+               sample([7, 8, 9], [13, 14], [1, 1], advantage=-1.0)]
+    wide = trainer._to_batch(samples + [sample([4] * 9, [15] * 12, [1] * 12, advantage=0.5)])
+    # The first two rows alone, still padded to the third row's width.
+    narrow_rows = {key: value[:2] if isinstance(value, torch.Tensor) and value.dim() > 0 else value
+                   for key, value in wide.items()}
+    trimmed = trim_padding(narrow_rows)
+    trainer.model.eval()
+    trainer.current_gradient_accumulation_steps = 1
+
+    assert trimmed["prompt_ids"].shape == (2, 3)
+    assert trimmed["completion_ids"].shape == (2, 3)
+    assert trimmed["tool_mask"].tolist() == [[1, 0, 1], [1, 1, 0]]
+    with torch.no_grad():
+        expected = GRPOTrainer.compute_loss(trainer, trainer.model, narrow_rows)
+        actual = trainer.compute_loss(trainer.model, narrow_rows)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_trim_padding_leaves_full_batch_alone(trainer):
+    batch = trainer._to_batch([sample([5, 6], [10, 11], [1, 1]), sample([7, 8], [12, 13], [1, 1])])
+
+    assert trim_padding(batch) is batch
