@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from erlgym.erl.errors import ChatTemplateError
+
 _PROBE_SYSTEM = "<<system>>"
 _PROBE_USER = "<<user>>"
 _PROBE_ASSISTANT = "<<assistant>>"
@@ -24,10 +26,6 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, s
     """Render messages with the chat template, open an assistant turn, and return the ids."""
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-class ChatTemplateError(ValueError):
-    """A chat template that multi-turn rollouts cannot extend token by token."""
 
 
 @dataclass(frozen=True)

