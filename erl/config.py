@@ -73,7 +73,14 @@ class TrainConfig:
         "instructions (AVX512-BF16 or AMX), else float32.", choices=DTYPES))
 
     # Schedule
-    steps: int = field(default=8, metadata=_help("Number of training steps (one ERL or GRPO batch each)."))
+    steps: int = field(default=8, metadata=_help(
+        "Number of training steps (one ERL or GRPO batch each); the upper bound when a token or time budget is set."))
+    max_generated_tokens: int = field(default=0, metadata=_help(
+        "Stop after the step in which the run's generated tokens (all kinds, all steps) reach this; "
+        "0 sets no limit. Compares methods at equal tokens."))
+    max_train_seconds: float = field(default=0.0, metadata=_help(
+        "Stop after the step in which the training steps' total time reaches this many seconds; "
+        "0 sets no limit. Compares methods at equal wall time."))
     tasks_per_step: int = field(default=2, metadata=_help("Distinct tasks (environment seeds) per step."))
     rollouts_per_task: int = field(default=4, metadata=_help(
         "First attempts per task: the GRPO group size G."))
@@ -151,6 +158,9 @@ class TrainConfig:
         for name in ("seed", "train_seed_offset"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+        for name in ("max_generated_tokens", "max_train_seconds"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0 (0 sets no limit), got {getattr(self, name)!r}.")
         if self.memory_size < 0:
             raise ConfigError(f"memory_size must be >= 0, got {self.memory_size!r}.")
         completions = self.tasks_per_step * self.rollouts_per_task

@@ -584,3 +584,32 @@ def test_trim_padding_leaves_full_batch_alone(trainer):
     batch = trainer._to_batch([sample([5, 6], [10, 11], [1, 1]), sample([7, 8], [12, 13], [1, 1])])
 
     assert trim_padding(batch) is batch
+
+
+# ---------------------------------------------------------------- budgets
+
+
+@pytest.mark.parametrize("budget, reason", [({"max_generated_tokens": 1}, "token budget"),
+                                            ({"max_train_seconds": 0.001}, "time budget")])
+def test_budget_stops_after_first_step(action_model_dir, tmp_path, budget, reason):
+    run_dir = tmp_path / "run"
+
+    train(tiny_config(action_model_dir, run_dir, steps=3, **budget))
+    status = read_status(run_dir)
+
+    assert [record["step"] for record in read_metrics(run_dir)] == [1]
+    assert status["status"] == "completed"
+    assert status["steps"] == 1
+    assert status["stop_reason"].startswith(reason)
+    assert (run_dir / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_step_limit_is_stop_reason(erl_run):
+    run_dir, _ = erl_run
+
+    assert read_status(run_dir)["stop_reason"] == "step limit: 2 steps"
+
+
+def test_negative_budget_rejected(action_model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="max_generated_tokens must be >= 0"):
+        train(tiny_config(action_model_dir, tmp_path / "run", max_generated_tokens=-5))
