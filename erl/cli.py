@@ -22,7 +22,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from erlgym.erl.config import DEFAULT_ENV_KWARGS, EVAL_SEED_OFFSET, ConfigError, TrainConfig
+from erlgym.erl.config import DEFAULT_ENV_KWARGS, DTYPES, EVAL_SEED_OFFSET, ConfigError, TrainConfig
+from erlgym.erl.errors import ChatTemplateError, ModelLoadError, RunError
+from erlgym.eval.runs import RunDataError
 
 console = Console(stderr=True)
 EXIT_USAGE = 2
@@ -42,9 +44,15 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
+BENCH_OWNED_FIELDS = ("method", "seed", "output_dir", "max_generated_tokens", "max_train_seconds")
+"""TrainConfig fields that ``erlgym bench`` sets per run, so it has no option for them."""
+
+
+def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """Add one option per TrainConfig field, with its help text and default."""
     for spec in dataclasses.fields(TrainConfig):
+        if spec.name in exclude:
+            continue
         flag = "--" + spec.name.replace("_", "-")
         default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
         help_text = f"{spec.metadata.get('help', '')} (default: {default})"
@@ -84,8 +92,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--temperature", type=float, default=0.0, help="Sampling temperature; 0 is greedy (default: 0).")
     evaluate.add_argument("--max-new-tokens", type=int, default=24, help="Maximum new tokens per turn (default: 24).")
     evaluate.add_argument("--batch-size", type=int, default=32, help="Episodes generated together (default: 32).")
+    evaluate.add_argument("--dtype", default="auto", choices=DTYPES,
+                          help="Weight dtype; auto picks bfloat16 where the hardware supports it, as training "
+                               "does (default: auto).")
     evaluate.add_argument("--out", type=Path, default=None,
                           help="JSON file for the results (default: RUN_DIR/eval.json for a run, else print only).")
+
+    bench = commands.add_parser(
+        "bench", help="Train and evaluate methods over seeds and write a comparison report.",
+        description="Train each method on each seed with identical tasks, evaluate every run on the same held-out "
+                    "episodes, and write a report with bootstrap confidence intervals, learning curves and budgets. "
+                    "Rerun the same command to continue an interrupted bench.")
+    bench.add_argument("--methods", default="erl,grpo", help="Comma-separated methods to compare (default: erl,grpo).")
+    bench.add_argument("--seeds", type=int, default=3, help="Training seeds per method (default: 3).")
+    bench.add_argument("--budget", default="steps", choices=("steps", "tokens", "seconds"),
+                       help="What every run gets the same amount of: --steps training steps, --budget-value generated "
+                            "tokens, or --budget-value seconds of training (default: steps).")
+    bench.add_argument("--budget-value", type=float, default=0.0,
+                       help="Tokens or seconds per run for --budget tokens or seconds; --steps stays the upper bound.")
+    bench.add_argument("--episodes", type=int, default=64, help="Held-out evaluation episodes per run (default: 64).")
+    bench.add_argument("--baseline", default="grpo", help="Method the others are compared with (default: grpo).")
+    bench.add_argument("--out", type=Path, default=None,
+                       help="Bench folder (default: benches/<env>-<budget>); rerunning with it continues the bench.")
+    bench.add_argument("--config", type=Path, help="JSON file of TrainConfig fields; options given here override it.")
+    _add_config_options(bench, exclude=BENCH_OWNED_FIELDS)
 
     play = commands.add_parser("play", help="Play an environment in the terminal with the text the model sees.")
     play.add_argument("env_id", help="Environment id, e.g. erlgym/FrozenLake-v0.")
@@ -97,19 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Return the TrainConfig fields in a JSON file, or raise UsageError naming the problem."""
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise UsageError(f"Config file {path} not found. Pass an existing JSON file.") from error
+    except OSError as error:
+        raise UsageError(f"Cannot read config file {path}: {error.strerror}. Pass a readable JSON file.") from error
+    except json.JSONDecodeError as error:
+        raise UsageError(f"Config file {path} is not valid JSON: {error.msg} at line {error.lineno}.") from error
+    if not isinstance(values, dict):
+        raise UsageError(f"Config file {path} must contain a JSON object of TrainConfig fields.")
+    return values
+
+
 def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
     values: dict[str, Any] = {}
     if args.config is not None:
-        try:
-            values = json.loads(args.config.read_text())
-        except FileNotFoundError as error:
-            raise UsageError(f"Config file {args.config} not found. Pass an existing JSON file.") from error
-        except OSError as error:
-            raise UsageError(f"Cannot read config file {args.config}: {error.strerror}. Pass a readable JSON file.") from error
-        except json.JSONDecodeError as error:
-            raise UsageError(f"Config file {args.config} is not valid JSON: {error.msg} at line {error.lineno}.") from error
-        if not isinstance(values, dict):
-            raise UsageError(f"Config file {args.config} must contain a JSON object of TrainConfig fields.")
+        values = read_config_file(args.config)
     if args.resume and args.output_dir is None and "output_dir" not in values:
         raise UsageError("--resume needs --output-dir RUN_DIR naming the run to continue.")
     if args.resume and args.config is None:
@@ -157,6 +193,48 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bench(args: argparse.Namespace) -> int:
+    from erlgym.eval.bench import BenchConfig, BenchEvent, run_bench as bench
+
+    values = read_config_file(args.config) if args.config is not None else {}
+    for name in BENCH_OWNED_FIELDS:
+        if name in values:
+            raise UsageError(f"Config file {args.config} sets {name}, which erlgym bench sets for each run. Remove it.")
+    for spec in dataclasses.fields(TrainConfig):
+        value = getattr(args, spec.name, None)
+        if value is not None:
+            values[spec.name] = value
+    train_config = TrainConfig.from_dict(values)
+    out = args.out or Path("benches") / f"{train_config.env.split('/')[-1]}-{args.budget}"
+    config = BenchConfig(out=str(out), train=train_config, methods=tuple(args.methods.split(",")), seeds=args.seeds,
+                         budget=args.budget, budget_value=args.budget_value, episodes=args.episodes,
+                         baseline=args.baseline, command="erlgym " + " ".join(sys.argv[1:]))
+    config.validate()
+    console.print("[bold]erlgym bench[/bold]", escape(
+        f"{train_config.env} methods={args.methods} seeds={args.seeds} budget={args.budget} out={out}"))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("bench", total=args.seeds * len(config.methods) + 1)
+        current = {"label": ""}
+
+        def on_event(event: BenchEvent) -> None:
+            if event.kind == "start":
+                current["label"] = event.label
+                progress.update(task, description=escape(event.label))
+            elif event.kind == "skip":
+                progress.console.print(escape(f"{event.label}: already finished, reused"))
+            else:
+                progress.console.print(escape(f"{event.label}: finished in {event.seconds:.0f} s"))
+            progress.update(task, completed=event.done)
+
+        def on_step(record: dict[str, Any]) -> None:
+            progress.console.print(escape(current["label"] + ": " + format_step_line(record, train_config.steps)))
+
+        report_path = bench(config, on_event=on_event, on_step=on_step)
+    console.print(escape(f"Report: {report_path}"))
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from erlgym.erl.evaluate import EvalConfig, evaluate
     from erlgym.erl.run import STATUS_FILE
@@ -174,7 +252,7 @@ def run_eval(args: argparse.Namespace) -> int:
                          "Pass a file path with --out.")
     config = EvalConfig(env=env, env_kwargs=args.env_kwargs, model=args.model, episodes=args.episodes,
                         seed_offset=args.seed_offset, temperature=args.temperature,
-                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype)
     with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         task = progress.add_task("eval", total=config.episodes)
@@ -224,33 +302,39 @@ def run_play(args: argparse.Namespace) -> int:
             return 0
 
 
+def _quiet_model_libraries() -> None:
+    """Silence transformers' progress bars, info logs and deprecation warnings; the CLI prints its own progress."""
+    import warnings
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        import warnings
-
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-    handlers = {"train": run_train, "eval": run_eval, "play": run_play}
-    from erlgym.erl.chat import ChatTemplateError
-    from erlgym.erl.models import ModelLoadError
-    from erlgym.erl.run import RunError
-
+    if not args.verbose and args.command in ("train", "eval", "bench"):
+        _quiet_model_libraries()
+    handlers = {"train": run_train, "eval": run_eval, "bench": run_bench, "play": run_play}
     try:
         return handlers[args.command](args)
-    except (UsageError, ConfigError, RunError, ModelLoadError, ChatTemplateError) as error:
+    except (UsageError, ConfigError, RunError, ModelLoadError, ChatTemplateError, RunDataError) as error:
         console.print("[bold red]error:[/bold red]", escape(str(error)))
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        hint = " Continue the run with: erlgym train --resume --output-dir RUN_DIR" if args.command == "train" else ""
-        console.print("Interrupted." + hint)
+    except KeyboardInterrupt as error:
+        run_dir = getattr(error, "run_dir", None)
+        hint = ""
+        if args.command == "bench":
+            hint = " Run the same erlgym bench command again to continue where it stopped."
+        elif run_dir is not None:
+            hint = f" Continue the run with: erlgym train --resume --output-dir {run_dir}"
+        console.print("Interrupted." + escape(hint))
         return 130
 
 

@@ -80,7 +80,8 @@ def evaluate(config: EvalConfig, on_batch: Callable[[int, int], None] | None = N
     if not config.temperature >= 0:
         raise ConfigError(f"temperature must be >= 0, got {config.temperature!r}.")
     check_env_id(config.env)
-    loaded, run_config = load_policy(config.model, resolve_dtype(config.dtype))
+    dtype = resolve_dtype(config.dtype)
+    loaded, run_config = load_policy(config.model, dtype)
     env_kwargs = config.env_kwargs
     if env_kwargs is None:
         # The task distribution training used: the run's own, else training's default.
@@ -113,10 +114,12 @@ def evaluate(config: EvalConfig, on_batch: Callable[[int, int], None] | None = N
         "episodes": len(episodes),
         "seeds": [seeds[0], seeds[-1]],
         "temperature": config.temperature,
+        "dtype": dtype,
         "eval/success_rate": float(np.mean([episode.success for episode in episodes])),
         "eval/mean_steps": float(np.mean([episode.turns for episode in episodes])),
         "eval/invalid_action_rate": invalid_action_rate(episodes),
         "eval/first_turn_valid_rate": float(np.mean(first_turn_valid)),
         "eval/generated_tokens": int(sum(episode.generated_tokens for episode in episodes)),
         "eval/seconds": round(time.perf_counter() - started, 1),
+        "episode_success": [int(episode.success) for episode in episodes],
     }

@@ -6,9 +6,12 @@ Bad user input must exit with status 2 and print one message that names the valu
 import contextlib
 import io
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -170,6 +173,16 @@ def test_eval_model_folder_to_out(action_model_dir, tmp_path, capsys):
     assert results["model"] == str(action_model_dir)
     assert results["env_kwargs"] == {"size": 2}
     assert results["episodes"] == 2
+
+
+def test_eval_dtype_option(action_model_dir, tmp_path):
+    out = tmp_path / "eval.json"
+
+    status = main(["eval", "--model", str(action_model_dir), "--env-kwargs", '{"size": 2}', "--episodes", "1",
+                   "--max-new-tokens", "4", "--dtype", "bfloat16", "--out", str(out)])
+
+    assert status == 0
+    assert json.loads(out.read_text())["dtype"] == "bfloat16"
 
 
 def test_eval_run_without_final_uses_checkpoint(cli_run, tmp_path, capsys):
@@ -511,3 +524,27 @@ def test_config_directory_rejected(tmp_path, capsys):
     status = main(["train", "--config", str(tmp_path)])
     assert status == 2
     assert "Cannot read config file" in " ".join(capsys.readouterr().err.split())
+
+
+def test_train_interrupt_names_run_dir(action_model_dir, tmp_path):
+    """Ctrl-C during training prints the resume command with the actual run directory."""
+    run_dir = tmp_path / "run"
+    script = Path(sys.executable).with_name("erlgym")
+    argv = train_args(action_model_dir, run_dir)
+    argv[argv.index("--steps") + 1] = "200"
+    process = subprocess.Popen([str(script), *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "COLUMNS": "1000"})
+    try:
+        deadline = time.monotonic() + 120
+        metrics = run_dir / "metrics.jsonl"
+        while not (metrics.is_file() and metrics.read_text().strip()) and time.monotonic() < deadline:
+            assert process.poll() is None, process.stdout.read()
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+
+    assert process.returncode == 130
+    assert f"erlgym train --resume --output-dir {run_dir}" in output
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"

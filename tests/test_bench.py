@@ -1,0 +1,207 @@
+"""Tests of ``erlgym bench``: runs per method and seed, evaluation, report, and continuing after a stop.
+
+Benches use the tiny action model (see ``tiny_model.py``) with one training step per
+run and four held-out episodes, so a bench of two methods and two seeds took about
+ten seconds on 2 CPU cores.
+"""
+
+import json
+
+import pytest
+
+from erlgym.erl import cli
+from erlgym.erl.cli import main
+from erlgym.erl.config import ConfigError, TrainConfig
+from erlgym.eval.bench import BenchConfig, BenchEvent, run_bench
+from tiny_model import ACTION_ENV_ID, ACTION_ENV_KWARGS
+
+
+def tiny_train_config(model_dir, **overrides) -> TrainConfig:
+    values = dict(model=str(model_dir), env=ACTION_ENV_ID, env_kwargs=dict(ACTION_ENV_KWARGS), steps=1,
+                  tasks_per_step=2, rollouts_per_task=2, micro_batches=2, max_new_tokens=8,
+                  reflection_max_new_tokens=8, save_every=1, temperature=1.0, dtype="float32")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def tiny_bench(model_dir, out, **overrides) -> BenchConfig:
+    values = dict(out=str(out), train=tiny_train_config(model_dir), methods=("erl", "grpo"), seeds=2, episodes=4)
+    values.update(overrides)
+    return BenchConfig(**values)
+
+
+class StopAfterRuns:
+    """An ``on_event`` callback that raises KeyboardInterrupt when the given number of runs has started."""
+
+    def __init__(self, runs: int):
+        self.runs = runs
+        self.started = 0
+
+    def __call__(self, event: BenchEvent):
+        if event.kind == "start" and event.label != "base model evaluation":
+            self.started += 1
+            if self.started > self.runs:
+                raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def bench(action_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench"
+    events = []
+    report_path = run_bench(tiny_bench(action_model_dir, out), on_event=events.append)
+    return out, report_path.parent, events
+
+
+def test_bench_trains_every_method_and_seed(bench):
+    out, _, _ = bench
+    runs = sorted(path.name for path in (out / "runs").iterdir())
+
+    assert runs == ["erl-seed0", "erl-seed1", "grpo-seed0", "grpo-seed1"]
+    for name in runs:
+        assert json.loads((out / "runs" / name / "run.json").read_text())["status"] == "completed"
+        assert len(json.loads((out / "runs" / name / "eval.json").read_text())["episode_success"]) == 4
+
+
+def test_bench_pairs_tasks_within_a_seed(bench):
+    out, _, _ = bench
+
+    def config(name):
+        return json.loads((out / "runs" / name / "config.json").read_text())
+
+    assert config("erl-seed0")["train_seed_offset"] == config("grpo-seed0")["train_seed_offset"]
+    assert config("erl-seed0")["seed"] == config("grpo-seed0")["seed"] == 0
+    assert config("erl-seed1")["train_seed_offset"] == config("erl-seed0")["train_seed_offset"] + 2
+    assert config("grpo-seed0")["method"] == "grpo"
+
+
+def test_bench_evaluates_same_episodes(bench):
+    out, _, _ = bench
+    seeds = {json.dumps(json.loads(path.read_text())["seeds"]) for path in (out / "runs").glob("*/eval.json")}
+
+    assert len(seeds) == 1
+    assert json.loads((out / "base_eval.json").read_text())["seeds"] == json.loads(seeds.pop())
+
+
+def test_bench_writes_report(bench):
+    _, report_dir, _ = bench
+    report = (report_dir / "report.md").read_text()
+
+    assert "erl" in report
+    assert "grpo" in report
+    assert (report_dir / "results.csv").read_text().count("\n") >= 5
+    assert (report_dir / "curves_steps.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_bench_events_count_runs(bench):
+    _, _, events = bench
+    done = [event for event in events if event.kind == "done"]
+
+    assert [event.label for event in done] == ["base model evaluation", "erl seed 0", "grpo seed 0",
+                                               "erl seed 1", "grpo seed 1"]
+    assert done[-1].done == done[-1].total == 5
+
+
+def test_bench_rerun_reuses_finished_runs(bench, action_model_dir):
+    out, _, _ = bench
+    eval_file = out / "runs" / "erl-seed0" / "eval.json"
+    before = eval_file.stat().st_mtime_ns
+    events = []
+
+    run_bench(tiny_bench(action_model_dir, out), on_event=events.append)
+
+    assert {event.kind for event in events} == {"skip"}
+    assert eval_file.stat().st_mtime_ns == before
+
+
+def test_bench_continues_after_interrupt(action_model_dir, tmp_path):
+    out = tmp_path / "bench"
+    config = tiny_bench(action_model_dir, out, seeds=1, train=tiny_train_config(action_model_dir, steps=2))
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(config, on_event=StopAfterRuns(1))
+    assert (out / "runs" / "erl-seed0" / "eval.json").is_file()
+    assert not (out / "runs" / "grpo-seed0").exists()
+
+    events = []
+    report_path = run_bench(config, on_event=events.append)
+
+    assert [(event.kind, event.label) for event in events if event.kind != "start"] == [
+        ("skip", "base model evaluation"), ("skip", "erl seed 0"), ("done", "grpo seed 0")]
+    assert report_path.is_file()
+
+
+def test_bench_resumes_interrupted_run(action_model_dir, tmp_path):
+    """A run stopped after its first checkpoint continues from it instead of starting over."""
+    out = tmp_path / "bench"
+    config = tiny_bench(action_model_dir, out, seeds=1, methods=("grpo",),
+                        train=tiny_train_config(action_model_dir, steps=3))
+
+    def stop_at_second_step(record):
+        if record["step"] == 2:  # logged before step 2's checkpoint, so checkpoint-1 is the last
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(config, on_step=stop_at_second_step)
+    run_dir = out / "runs" / "grpo-seed0"
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+
+    run_bench(config)
+    status = json.loads((run_dir / "run.json").read_text())
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    assert status["status"] == "completed"
+    assert status["resumed_from"].endswith("checkpoint-1")
+    assert steps == [1, 2, 3]
+
+
+def test_bench_other_settings_rejected(bench, action_model_dir):
+    out, _, _ = bench
+
+    with pytest.raises(ConfigError, match="other settings .*seeds"):
+        run_bench(tiny_bench(action_model_dir, out, seeds=3))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"methods": ("erl", "ppo")}, "--methods must list methods"),
+    ({"methods": ("erl", "erl")}, "lists a method twice"),
+    ({"methods": ("erl",)}, "--baseline 'grpo' is not among"),
+    ({"seeds": 0}, "--seeds must be a positive integer"),
+    ({"budget": "tokens"}, "needs --budget-value above 0"),
+    ({"budget": "hours", "budget_value": 1.0}, "--budget must be one of"),
+])
+def test_bench_bad_settings_rejected(action_model_dir, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_bench(action_model_dir, tmp_path / "bench", **overrides).validate()
+
+
+def test_bench_token_budget_sets_run_limit(action_model_dir, tmp_path):
+    config = tiny_bench(action_model_dir, tmp_path / "bench", budget="tokens", budget_value=500)
+
+    run_config = config.run_config("erl", 1, tmp_path / "run")
+
+    assert run_config.max_generated_tokens == 500
+    assert run_config.max_train_seconds == 0
+    assert run_config.train_seed_offset == 2
+
+
+def test_cli_bench_writes_report(action_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli.console, "width", 1000)  # keep the printed path on one line
+    out = tmp_path / "bench"
+
+    status = main(["bench", "--model", str(action_model_dir), "--env", ACTION_ENV_ID,
+                   "--env-kwargs", json.dumps(ACTION_ENV_KWARGS), "--methods", "grpo", "--seeds", "1",
+                   "--episodes", "2", "--steps", "1", "--tasks-per-step", "2", "--rollouts-per-task", "2",
+                   "--max-new-tokens", "8", "--dtype", "float32", "--out", str(out)])
+
+    assert status == 0
+    assert (out / "report" / "report.md").is_file()
+    assert f"Report: {out / 'report' / 'report.md'}" in capsys.readouterr().err
+
+
+def test_cli_bench_config_file_with_method_rejected(tmp_path, capsys):
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"method": "erl"}))
+
+    status = main(["bench", "--config", str(config_file), "--out", str(tmp_path / "bench")])
+
+    assert status == 2
+    assert "sets method" in " ".join(capsys.readouterr().err.split())
