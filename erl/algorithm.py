@@ -31,7 +31,7 @@ import numpy as np
 
 from erlgym.erl.chat import encode_prompt
 from erlgym.erl.memory import MemoryItem, ReflectionMemory
-from erlgym.erl.prompts import build_reflection_messages, format_retry_note
+from erlgym.erl.prompts import build_reflection_messages, format_attempt_note, format_retry_note
 from erlgym.erl.rollout import Episode, RolloutEngine
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,11 @@ class StepSettings:
     reflection_max_new_tokens: int = 64
     scale_rewards: str = "group"
     drop_zero_advantage: bool = True
+    retry_context: str = "reflection"
+    """The note a retry starts with: "reflection" (advice the policy wrote) or "attempt" (the failed
+    attempt's replies and feedback, with no reflection written or trained)."""
+    train_reflections: bool = True
+    internalize: bool = True
 
 
 def group_advantages(rewards: list[float], scale: str = "group") -> list[float]:
@@ -178,22 +183,30 @@ def collect_step(
     failed = [episode for episode in first if not episode.success]
     reflections_text: list[str] = []
     retries: list[Episode] = []
+    reflection_ids: list[list[int]] = []
     if settings.reflection and failed:
-        # 2-3. Feedback and reflection: the policy reads its failed attempt and writes advice.
-        reflection_prompts = [
-            encode_prompt(engine.tokenizer, build_reflection_messages(task_prompts[episode.seed], episode, memory.texts()))
-            for episode in failed
-        ]
-        reflection_ids = engine.generate(reflection_prompts, settings.reflection_max_new_tokens,
-                                         prefix=engine.build_prefix(reflection_prompts))
-        reflections_text = [engine.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in reflection_ids]
+        writes_reflections = settings.retry_context == "reflection"
+        if writes_reflections:
+            # 2-3. Feedback and reflection: the policy reads its failed attempt and writes advice.
+            reflection_prompts = [
+                encode_prompt(engine.tokenizer,
+                              build_reflection_messages(task_prompts[episode.seed], episode, memory.texts()))
+                for episode in failed
+            ]
+            reflection_ids = engine.generate(reflection_prompts, settings.reflection_max_new_tokens,
+                                             prefix=engine.build_prefix(reflection_prompts))
+            reflections_text = [engine.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                                for ids in reflection_ids]
+            notes = [format_retry_note(reflection) for reflection in reflections_text]
+        else:
+            # Ablation: the retry's note repeats the failed attempt and its feedback, with no reflection.
+            notes = [format_attempt_note(episode) for episode in failed]
 
-        # 4. Retry on the same task with the reflection before the first observation.
+        # 4. Retry on the same task with the note before the first observation.
         retry_envs = pool.take(len(envs) + len(failed))[len(envs):]
-        for env, episode, reflection in zip(retry_envs, failed, reflections_text):
+        for env, episode, note in zip(retry_envs, failed, notes):
             retries.append(engine.start_episode(env, episode.seed, task_prompts[episode.seed],
-                                                env.unwrapped.few_shot_messages(),
-                                                observation_prefix=format_retry_note(reflection)))
+                                                env.unwrapped.few_shot_messages(), observation_prefix=note))
         engine.run(retries)
 
         # Advantages of reflections and raw retries: r² normalized over the task's retries.
@@ -204,18 +217,19 @@ def collect_step(
             [[retries[i].reward for i in indices] for indices in retries_by_task.values()], settings.scale_rewards)
         for (seed, indices), advantages in zip(retries_by_task.items(), retry_advantages):
             for i, advantage in zip(indices, advantages):
-                reflection_sample = TrainingSample(
-                    kind=REFLECTION, task_seed=seed, prompt_ids=reflection_prompts[i],
-                    completion_ids=list(reflection_ids[i]), env_mask=[1] * len(reflection_ids[i]),
-                    reward=retries[i].reward, advantage=advantage,
-                )
+                if writes_reflections and settings.train_reflections:
+                    samples.append(TrainingSample(
+                        kind=REFLECTION, task_seed=seed, prompt_ids=reflection_prompts[i],
+                        completion_ids=list(reflection_ids[i]), env_mask=[1] * len(reflection_ids[i]),
+                        reward=retries[i].reward, advantage=advantage,
+                    ))
                 retry_sample = _episode_sample(RETRY, retries[i])
                 retry_sample.advantage = advantage
-                samples.extend([reflection_sample, retry_sample])
+                samples.append(retry_sample)
 
         # 5. Internalization: the retry's ids under the first attempt's prompt, without Δ.
         for retry, episode in zip(retries, failed):
-            if retry.reward <= 0:
+            if retry.reward <= 0 or not settings.internalize:
                 continue
             sample = _episode_sample(INTERNALIZED_RETRY, retry, prompt_ids=episode.prompt_ids)
             sample.advantage = retry.reward

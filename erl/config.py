@@ -21,6 +21,8 @@ METHODS = ("erl", "grpo")
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
 SCALE_REWARDS = ("group", "batch", "none")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+MEMORY_POLICIES = ("latest", "top")
+RETRY_CONTEXTS = ("reflection", "attempt")
 EVAL_SEED_OFFSET = 1_000_000
 """Held-out evaluation seeds start here; training seeds start at ``train_seed_offset``."""
 
@@ -103,7 +105,19 @@ class TrainConfig:
     memory_threshold: float = field(default=1.0, metadata=_help(
         "τ: a reflection enters the memory when its retry's reward is at least this. 1.0 keeps only "
         "reflections that led to success."))
-    memory_size: int = field(default=8, metadata=_help("Reflections the memory keeps; when full, the oldest is dropped. 0 disables it."))
+    memory_size: int = field(default=8, metadata=_help("Reflections the memory keeps; 0 disables it."))
+    memory_policy: str = field(default="latest", metadata=_help(
+        "Which reflections a full memory keeps: the most recent ('latest') or those with the highest "
+        "retry reward ('top').", choices=MEMORY_POLICIES))
+    retry_context: str = field(default="reflection", metadata=_help(
+        "What a retry starts with: the policy's reflection ('reflection'), or, as an ablation, its failed "
+        "attempt's replies and feedback with no reflection written or trained ('attempt').",
+        choices=RETRY_CONTEXTS))
+    train_reflections: bool = field(default=True, metadata=_help(
+        "Train reflection tokens with the retry's reward; --no-train-reflections still writes and uses "
+        "reflections but never updates the policy on them."))
+    internalize: bool = field(default=True, metadata=_help(
+        "Train successful retries again under the first attempt's prompt, without the reflection."))
 
     # Update
     learning_rate: float = field(default=2e-4, metadata=_help(
@@ -145,7 +159,8 @@ class TrainConfig:
         if self.rollouts_per_task < 2:
             raise ConfigError(
                 f"rollouts_per_task must be at least 2 so that groups have a baseline, got {self.rollouts_per_task}.")
-        choices = {"method": METHODS, "loss_type": LOSS_TYPES, "scale_rewards": SCALE_REWARDS, "dtype": DTYPES}
+        choices = {"method": METHODS, "loss_type": LOSS_TYPES, "scale_rewards": SCALE_REWARDS, "dtype": DTYPES,
+                   "memory_policy": MEMORY_POLICIES, "retry_context": RETRY_CONTEXTS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")

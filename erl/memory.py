@@ -1,4 +1,9 @@
-"""Reflection memory: reflections whose retry reached the reward threshold τ."""
+"""Reflection memory: reflections whose retry reached the reward threshold τ.
+
+Two policies decide which reflections stay when the memory is full: ``latest`` keeps
+the most recent ones, ``top`` keeps those with the highest retry reward (the newer one
+wins a tie).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import json
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from erlgym.erl.config import MEMORY_POLICIES
 
 
 @dataclass
@@ -19,13 +26,16 @@ class MemoryItem:
 
 
 class ReflectionMemory:
-    """The most recent ``capacity`` reflections whose retry reward was at least ``threshold``."""
+    """Up to ``capacity`` reflections whose retry reward was at least ``threshold``, chosen by ``policy``."""
 
-    def __init__(self, capacity: int = 8, threshold: float = 1.0):
+    def __init__(self, capacity: int = 8, threshold: float = 1.0, policy: str = "latest"):
         if capacity < 0:
             raise ValueError(f"memory capacity must be >= 0, got {capacity}")
+        if policy not in MEMORY_POLICIES:
+            raise ValueError(f"memory policy must be one of {', '.join(MEMORY_POLICIES)}, got {policy!r}")
         self.capacity = capacity
         self.threshold = threshold
+        self.policy = policy
         self.items: deque[MemoryItem] = deque(maxlen=capacity or None)
 
     def __len__(self) -> int:
@@ -35,6 +45,11 @@ class ReflectionMemory:
         """Keep ``item`` if its retry reward reaches the threshold; return whether it was kept."""
         if self.capacity == 0 or item.retry_reward < self.threshold:
             return False
+        if self.policy == "top" and len(self.items) == self.capacity:
+            weakest = min(self.items, key=lambda kept: (kept.retry_reward, kept.step))
+            if item.retry_reward < weakest.retry_reward:
+                return False
+            self.items.remove(weakest)
         self.items.append(item)
         return True
 
@@ -42,14 +57,15 @@ class ReflectionMemory:
         return [item.text for item in self.items]
 
     def save(self, path: Path) -> None:
-        payload = {"capacity": self.capacity, "threshold": self.threshold,
+        payload = {"capacity": self.capacity, "threshold": self.threshold, "policy": self.policy,
                    "items": [asdict(item) for item in self.items]}
         path.write_text(json.dumps(payload, indent=1))
 
     @classmethod
     def load(cls, path: Path) -> "ReflectionMemory":
         payload = json.loads(path.read_text())
-        memory = cls(capacity=payload["capacity"], threshold=payload["threshold"])
+        memory = cls(capacity=payload["capacity"], threshold=payload["threshold"],
+                     policy=payload.get("policy", "latest"))
         for item in payload["items"]:
             memory.items.append(MemoryItem(**item))
         return memory

@@ -11,6 +11,7 @@ REFLECTION_SYSTEM_PROMPT = (
 )
 
 RETRY_NOTE_HEADER = "Advice from your previous attempt at this task:"
+ATTEMPT_NOTE_HEADER = "Your previous attempt at this task failed."
 
 
 def format_attempt(episode: Episode, max_chars: int = 1200) -> str:
@@ -47,3 +48,15 @@ def format_retry_note(reflection: str) -> str:
     examples, so that every retry of a batch shares that prefix with the first attempts.
     """
     return f"{RETRY_NOTE_HEADER} {reflection.strip()}\n\n"
+
+
+def format_attempt_note(episode: Episode, max_chars: int = 600) -> str:
+    """Return the text placed before a retry's first observation when no reflection is written.
+
+    The note repeats the failed attempt's replies and the environment's feedback, so the
+    retry has the same information a reflection would have read, without the advice.
+    """
+    moves = " | ".join(reply.strip().replace("\n", " ") for reply in episode.replies)
+    if len(moves) > max_chars:
+        moves = moves[: max_chars - 3] + "..."
+    return f"{ATTEMPT_NOTE_HEADER} Your replies, in order: {moves}. Outcome: {episode.feedback}\n\n"

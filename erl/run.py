@@ -238,7 +238,8 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
     from erlgym.erl.rollout import GenerationConfig
     from erlgym.erl.trainer import MEMORY_FILE, ERLTrainer, MetricsFileCallback
 
-    memory = ReflectionMemory(capacity=config.memory_size, threshold=config.memory_threshold)
+    memory = ReflectionMemory(capacity=config.memory_size, threshold=config.memory_threshold,
+                              policy=config.memory_policy)
     if checkpoint is not None:
         if (checkpoint / MEMORY_FILE).exists():
             memory = ReflectionMemory.load(checkpoint / MEMORY_FILE)
@@ -291,7 +292,9 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
         pool=pool, task_seeds=task_seeds,
         settings=StepSettings(group_size=group, reflection=config.reflection,
                               reflection_max_new_tokens=config.reflection_max_new_tokens,
-                              scale_rewards=config.scale_rewards, drop_zero_advantage=config.beta == 0.0),
+                              scale_rewards=config.scale_rewards, drop_zero_advantage=config.beta == 0.0,
+                              retry_context=config.retry_context, train_reflections=config.train_reflections,
+                              internalize=config.internalize),
         generation=GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                                     max_context_tokens=config.max_context_tokens),
         memory=memory, records_path=run_dir / SAMPLES_FILE,

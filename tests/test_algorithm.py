@@ -22,7 +22,7 @@ from erlgym.erl.algorithm import (
 )
 from erlgym.erl.memory import MemoryItem, ReflectionMemory
 from erlgym.erl.models import load_model
-from erlgym.erl.prompts import REFLECTION_SYSTEM_PROMPT, RETRY_NOTE_HEADER, format_retry_note
+from erlgym.erl.prompts import ATTEMPT_NOTE_HEADER, REFLECTION_SYSTEM_PROMPT, RETRY_NOTE_HEADER, format_retry_note
 from erlgym.erl.rollout import GenerationConfig, RolloutEngine
 from tiny_model import ACTION_ENV_ID, ACTION_ENV_KWARGS
 
@@ -385,3 +385,48 @@ def test_batch_scale_uses_batch_std(action_model):
     # The batch's std must differ from some mixed group's std for the check to tell them apart.
     assert any(std > 0 and abs(std - rewards.std(ddof=1)) > 1e-3 for std in group_stds)
     assert [sample.advantage for sample in result.samples] == pytest.approx(expected.tolist())
+
+
+# ---------------------------------------------------------------- ablations
+
+
+def ablation_step(action_model, **settings_overrides):
+    torch.manual_seed(0)
+    pool = EnvPool(ACTION_ENV_ID, ACTION_ENV_KWARGS)
+    settings = StepSettings(group_size=GROUP, reflection=True, reflection_max_new_tokens=10,
+                            drop_zero_advantage=False, **settings_overrides)
+    result = collect_step(make_engine(action_model), pool, TASK_SEEDS, ReflectionMemory(capacity=32, threshold=0.0),
+                          settings, step=1)
+    pool.close()
+    return result
+
+
+def test_attempt_context_retries_without_reflection(action_model):
+    result = ablation_step(action_model, retry_context="attempt")
+    retries = of_kind(result.samples, RETRY)
+    first_user = action_model.tokenizer.decode(retries[0].prompt_ids)
+
+    assert retries
+    assert not of_kind(result.samples, REFLECTION)
+    assert result.metrics["erl/num_reflections"] == 0
+    assert result.metrics["tokens/reflection_tokens"] == 0
+    assert ATTEMPT_NOTE_HEADER in first_user
+    assert RETRY_NOTE_HEADER not in first_user
+
+
+def test_untrained_reflections_still_guide_retries(action_model):
+    result = ablation_step(action_model, train_reflections=False)
+    retries = of_kind(result.samples, RETRY)
+
+    assert not of_kind(result.samples, REFLECTION)
+    assert result.metrics["erl/num_reflections"] == len(retries) > 0
+    assert RETRY_NOTE_HEADER in action_model.tokenizer.decode(retries[0].prompt_ids)
+
+
+def test_internalization_off_drops_internalized_retries(action_model):
+    with_internalization = ablation_step(action_model)
+    without = ablation_step(action_model, internalize=False)
+
+    assert of_kind(with_internalization.samples, INTERNALIZED_RETRY)
+    assert not of_kind(without.samples, INTERNALIZED_RETRY)
+    assert of_kind(without.samples, RETRY)

@@ -63,3 +63,12 @@ def test_integer_learning_rate_accepted():
 def test_negative_seed_rejected(field):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: -1}).validate()
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("memory_policy", "oldest", "latest, top"),
+    ("retry_context", "feedback", "reflection, attempt"),
+])
+def test_unknown_choice_rejected(field, value, allowed):
+    with pytest.raises(ConfigError, match=f"{field} must be one of {allowed}, got '{value}'"):
+        TrainConfig(**{field: value}).validate()

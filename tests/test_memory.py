@@ -119,3 +119,32 @@ def test_empty_memory_roundtrip(tmp_path):
     assert loaded.capacity == 0
     assert len(loaded) == 0
     assert loaded.offer(item("go right", 1.0)) is False
+
+
+def test_top_policy_keeps_highest_rewards():
+    memory = ReflectionMemory(capacity=2, threshold=0.0, policy="top")
+    for step, reward in enumerate([0.9, 0.2, 0.5, 0.1]):
+        memory.offer(MemoryItem(f"advice {step}", task_seed=step, retry_reward=reward, step=step))
+
+    assert sorted(item.retry_reward for item in memory.items) == [0.5, 0.9]
+
+
+def test_top_policy_newer_wins_tie():
+    memory = ReflectionMemory(capacity=1, threshold=0.0, policy="top")
+    memory.offer(MemoryItem("old", task_seed=0, retry_reward=1.0, step=1))
+
+    assert memory.offer(MemoryItem("new", task_seed=1, retry_reward=1.0, step=2))
+    assert memory.texts() == ["new"]
+
+
+def test_policy_survives_save_and_load(tmp_path):
+    memory = ReflectionMemory(capacity=3, threshold=0.5, policy="top")
+    memory.offer(MemoryItem("advice", task_seed=0, retry_reward=1.0, step=1))
+    memory.save(tmp_path / "memory.json")
+
+    assert ReflectionMemory.load(tmp_path / "memory.json").policy == "top"
+
+
+def test_unknown_policy_rejected():
+    with pytest.raises(ValueError, match="memory policy must be one of latest, top"):
+        ReflectionMemory(policy="oldest")

@@ -613,3 +613,16 @@ def test_step_limit_is_stop_reason(erl_run):
 def test_negative_budget_rejected(action_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="max_generated_tokens must be >= 0"):
         train(tiny_config(action_model_dir, tmp_path / "run", max_generated_tokens=-5))
+
+
+def test_ablation_options_reach_the_step(action_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+
+    train(tiny_config(action_model_dir, run_dir, steps=1, retry_context="attempt", internalize=False,
+                      memory_policy="top"))
+    (record,) = read_metrics(run_dir)
+
+    assert record["erl/num_reflections"] == 0
+    assert record["samples/reflection"] == 0
+    assert record["samples/internalized_retry"] == 0
+    assert json.loads((run_dir / "final" / MEMORY_FILE).read_text())["policy"] == "top"
