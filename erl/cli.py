@@ -103,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train each method on each seed with identical tasks, evaluate every run on the same held-out "
                     "episodes, and write a report with bootstrap confidence intervals, learning curves and budgets. "
                     "Rerun the same command to continue an interrupted bench.")
-    bench.add_argument("--methods", default="erl,grpo", help="Comma-separated methods to compare (default: erl,grpo).")
+    bench.add_argument("--methods", default="erl,grpo",
+                       help="Comma-separated methods to compare: erl, grpo, or the ERL ablations erl-no-internalize, "
+                            "erl-no-reflection-reward, erl-attempt-retry, erl-no-memory, erl-top-memory "
+                            "(default: erl,grpo).")
     bench.add_argument("--seeds", type=int, default=3, help="Training seeds per method (default: 3).")
     bench.add_argument("--budget", default="steps", choices=("steps", "tokens", "seconds"),
                        help="What every run gets the same amount of: --steps training steps, --budget-value generated "

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from erlgym.erl.config import EVAL_SEED_OFFSET, METHODS, ConfigError, TrainConfig
+from erlgym.erl.config import EVAL_SEED_OFFSET, ConfigError, TrainConfig
 
 BUDGETS = ("steps", "tokens", "seconds")
 BENCH_FILE = "bench.json"
@@ -32,6 +32,24 @@ BASE_EVAL_FILE = "base_eval.json"
 RUNS_DIR = "runs"
 REPORT_DIR = "report"
 EVAL_FILE = "eval.json"
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "erl": {"method": "erl"},
+    "grpo": {"method": "grpo"},
+    "erl-no-internalize": {"method": "erl", "internalize": False},
+    "erl-no-reflection-reward": {"method": "erl", "train_reflections": False},
+    "erl-attempt-retry": {"method": "erl", "retry_context": "attempt"},
+    "erl-no-memory": {"method": "erl", "memory_size": 0},
+    "erl-top-memory": {"method": "erl", "memory_policy": "top"},
+}
+"""Names ``--methods`` accepts, with the training fields each sets on top of the base configuration.
+
+``erl-no-internalize`` skips training the retry without the reflection;
+``erl-no-reflection-reward`` writes reflections but never trains them;
+``erl-attempt-retry`` retries with the failed attempt and its feedback instead of a
+reflection; ``erl-no-memory`` keeps no reflections; ``erl-top-memory`` keeps those with
+the highest retry reward.
+"""
 
 
 @dataclass
@@ -51,9 +69,9 @@ class BenchConfig:
     def validate(self) -> "BenchConfig":
         """Raise :class:`ConfigError` for the first invalid setting."""
         self.train.validate()
-        unknown = [method for method in self.methods if method not in METHODS]
+        unknown = [method for method in self.methods if method not in VARIANTS]
         if not self.methods or unknown:
-            raise ConfigError(f"--methods must list methods from {', '.join(METHODS)}, got {','.join(self.methods)!r}.")
+            raise ConfigError(f"--methods must list methods from {', '.join(VARIANTS)}, got {','.join(self.methods)!r}.")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"--methods lists a method twice: {','.join(self.methods)!r}.")
         if self.baseline not in self.methods:
@@ -83,8 +101,8 @@ class BenchConfig:
         budget = {"tokens": {"max_generated_tokens": int(self.budget_value)},
                   "seconds": {"max_train_seconds": float(self.budget_value)}}.get(self.budget, {})
         return dataclasses.replace(
-            self.train, method=method, seed=seed, output_dir=str(run_dir),
-            train_seed_offset=self.train.train_seed_offset + seed * self.task_stride(), **budget)
+            self.train, seed=seed, output_dir=str(run_dir),
+            train_seed_offset=self.train.train_seed_offset + seed * self.task_stride(), **VARIANTS[method], **budget)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings that decide the bench's results, as JSON-ready values."""
@@ -112,7 +130,7 @@ def prepare_bench_dir(config: BenchConfig) -> Path:
     """Create the bench folder, or reopen one made with the same settings.
 
     Raises:
-        ConfigError: the folder holds a bench with other settings, or is another non-empty folder.
+        ConfigError: the folder contains a bench with other settings, or is another non-empty folder.
     """
     out = Path(config.out).expanduser()
     settings = config.to_dict()
@@ -128,7 +146,7 @@ def prepare_bench_dir(config: BenchConfig) -> Path:
                           if saved.get("train", {}).get(key) != settings["train"].get(key))
         if changed:
             raise ConfigError(
-                f"{out} holds a bench with other settings ({', '.join(changed)}). Rerun with the same options "
+                f"{out} contains a bench with other settings ({', '.join(changed)}). Rerun with the same options "
                 "to continue it, or pass another --out.")
         return out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

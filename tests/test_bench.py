@@ -156,12 +156,12 @@ def test_bench_resumes_interrupted_run(action_model_dir, tmp_path):
 def test_bench_other_settings_rejected(bench, action_model_dir):
     out, _, _ = bench
 
-    with pytest.raises(ConfigError, match="other settings .*seeds"):
+    with pytest.raises(ConfigError, match="contains a bench with other settings .*seeds"):
         run_bench(tiny_bench(action_model_dir, out, seeds=3))
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"methods": ("erl", "ppo")}, "--methods must list methods"),
+    ({"methods": ("erl", "ppo")}, "--methods must list methods from erl, grpo, erl-no-internalize"),
     ({"methods": ("erl", "erl")}, "lists a method twice"),
     ({"methods": ("erl",)}, "--baseline 'grpo' is not among"),
     ({"seeds": 0}, "--seeds must be a positive integer"),
@@ -205,3 +205,14 @@ def test_cli_bench_config_file_with_method_rejected(tmp_path, capsys):
 
     assert status == 2
     assert "sets method" in " ".join(capsys.readouterr().err.split())
+
+
+def test_bench_variant_sets_its_fields(action_model_dir, tmp_path):
+    config = tiny_bench(action_model_dir, tmp_path / "bench", methods=("erl-attempt-retry", "erl-no-memory", "grpo"))
+
+    attempt = config.validate().run_config("erl-attempt-retry", 0, tmp_path / "run")
+    no_memory = config.run_config("erl-no-memory", 0, tmp_path / "run")
+
+    assert (attempt.method, attempt.retry_context) == ("erl", "attempt")
+    assert (no_memory.method, no_memory.memory_size) == ("erl", 0)
+    assert config.run_config("grpo", 0, tmp_path / "run").method == "grpo"
