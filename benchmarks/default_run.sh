@@ -2,23 +2,28 @@
 # Measure what the default `erlgym train` run does for the default model: held-out
 # first-attempt success before and after training, and the run's wall time.
 #
-# Usage: bash benchmarks/default_run.sh [ENV_ID] [METHOD] [EPISODES]
-# Writes benchmarks/results/default_run-<env>-<method>.json and keeps the run directory
-# under benchmarks/results/runs/.
+# Usage: bash benchmarks/default_run.sh [ENV_ID] [METHOD] [EPISODES] [TRAIN OPTIONS...]
+# Writes benchmarks/results/default_run-<env>-<method>[-<tag>].json and the run's
+# metrics.jsonl next to it, and keeps the run directory under benchmarks/results/runs/.
+# TRAIN OPTIONS go to erlgym train (e.g. --steps 16); set TAG to name such a variant.
 set -euo pipefail
 
 env_id=${1:-erlgym/FrozenLake-v0}
 method=${2:-erl}
 episodes=${3:-64}
-name=$(basename "$env_id")-$method
+shift $(( $# < 3 ? $# : 3 ))
+name=$(basename "$env_id")-$method${TAG:+-$TAG}
 results=benchmarks/results
 run_dir=$results/runs/$name-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$results/runs"
 
-erlgym eval --env "$env_id" --model default --episodes "$episodes" --out "$results/eval-before-$name.json" > /dev/null
+if [[ ! -f "$results/eval-before-$name.json" || -z "${TAG:-}" ]]; then
+    erlgym eval --env "$env_id" --model default --episodes "$episodes" --out "$results/eval-before-$name.json" > /dev/null
+fi
 
 started=$(date +%s)
-erlgym train --env "$env_id" --method "$method" --output-dir "$run_dir"
+erlgym train --env "$env_id" --method "$method" --output-dir "$run_dir" "$@"
+cp "$run_dir/metrics.jsonl" "$results/default_run-$name-metrics.jsonl"
 train_seconds=$(( $(date +%s) - started ))
 
 erlgym eval --model "$run_dir" --episodes "$episodes" --out "$results/eval-after-$name.json" > /dev/null
