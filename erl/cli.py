@@ -26,7 +26,9 @@ from erlgym.erl.config import DEFAULT_ENV_KWARGS, DTYPES, EVAL_SEED_OFFSET, Conf
 from erlgym.erl.errors import ChatTemplateError, ModelLoadError, RunError
 from erlgym.eval.runs import RunDataError
 
-console = Console(stderr=True)
+# soft_wrap: long lines (commands, paths) are never broken by rich, so they stay copyable
+# when the output is not a terminal.
+console = Console(stderr=True, soft_wrap=True)
 EXIT_USAGE = 2
 
 
@@ -66,19 +68,24 @@ def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: a prefix such as --seed must not silently mean --seeds or --seed-offset.
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="erlgym", description="Train language agents with Experiential Reinforcement Learning (ERL).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('erlgym')}")
     parser.add_argument("-v", "--verbose", action="store_true", help="Show library log messages.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="Train a model with ERL or the GRPO baseline.",
-                                description="Train a model with ERL (--method erl) or the GRPO baseline (--method grpo).")
+    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, allow_abbrev=False, **kwargs)
+
+    train = add_command("train", help="Train a model with ERL or the GRPO baseline.",
+                        description="Train a model with ERL (--method erl) or the GRPO baseline (--method grpo).")
     train.add_argument("--config", type=Path, help="JSON file of TrainConfig fields; options given here override it.")
     train.add_argument("--resume", action="store_true", help="Continue the run in --output-dir from its last checkpoint.")
     _add_config_options(train)
 
-    evaluate = commands.add_parser(
+    evaluate = add_command(
         "eval", help="Measure a model or a run on held-out seeds.",
         description="Play first attempts (no reflection in context) on held-out seeds and report success rate, "
                     "mean steps and invalid-action rate as JSON.")
@@ -98,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=None,
                           help="JSON file for the results (default: RUN_DIR/eval.json for a run, else print only).")
 
-    bench = commands.add_parser(
+    bench = add_command(
         "bench", help="Train and evaluate methods over seeds and write a comparison report.",
         description="Train each method on each seed with identical tasks, evaluate every run on the same held-out "
                     "episodes, and write a report with bootstrap confidence intervals, learning curves and budgets. "
@@ -120,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", type=Path, help="JSON file of TrainConfig fields; options given here override it.")
     _add_config_options(bench, exclude=BENCH_OWNED_FIELDS)
 
-    play = commands.add_parser("play", help="Play an environment in the terminal with the text the model sees.")
+    play = add_command("play", help="Play an environment in the terminal with the text the model sees.")
     play.add_argument("env_id", help="Environment id, e.g. erlgym/FrozenLake-v0.")
     play.add_argument("--env-kwargs", type=_json_object, default=None,
                       help="gymnasium.make keyword arguments as JSON (default: the same as erlgym train).")

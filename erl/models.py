@@ -204,7 +204,7 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32") 
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
-        except (OSError, ValueError) as error:
+        except Exception as error:  # transformers raises many types for a folder that is not a model
             raise ModelLoadError(
                 f"Could not load model {spec!r}: {str(error).rstrip('.')}. Pass a local folder with a model "
                 "and its tokenizer, a .gguf file, 'default', or a Hugging Face id on a machine that can reach the hub."

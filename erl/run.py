@@ -213,8 +213,10 @@ def train(config: TrainConfig, resume: bool = False,
     try:
         steps_done, stop_reason = _train_in_run_dir(config, run_dir, checkpoint, loaded, pool, dtype, on_step)
     except BaseException as error:
+        earlier = previous.get("train_seconds", 0.0) if checkpoint is not None else 0.0
         write_status(run_dir, "failed" if not isinstance(error, KeyboardInterrupt) else "interrupted",
-                     error=f"{type(error).__name__}: {error}")
+                     error=f"{type(error).__name__}: {error}".rstrip(": "),
+                     train_seconds=round(earlier + time.perf_counter() - started, 1))
         error.run_dir = run_dir  # so that the caller can name the run to resume
         raise
     finally:
@@ -273,7 +275,9 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
         use_cpu=not _has_accelerator(),
         bf16=dtype == "bfloat16",
         fp16=dtype == "float16",
-        shuffle_dataset=True,
+        # Tasks in seed order: the first steps' tasks do not depend on --steps, so a run
+        # resumed with a larger --steps continues with new tasks.
+        shuffle_dataset=False,
     )
     if config.tensorboard:
         # transformers reads the TensorBoard folder from this variable.

@@ -82,6 +82,9 @@ class BenchConfig:
             raise ConfigError(f"--episodes must be a positive integer, got {self.episodes!r}.")
         if self.budget not in BUDGETS:
             raise ConfigError(f"--budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}.")
+        if self.budget == "steps" and self.budget_value:
+            raise ConfigError(f"--budget-value {self.budget_value:g} has no effect with --budget steps; "
+                              "pass --budget tokens or --budget seconds, or set the steps with --steps.")
         if self.budget != "steps" and not self.budget_value > 0:
             raise ConfigError(f"--budget {self.budget} needs --budget-value above 0 "
                               f"({'tokens' if self.budget == 'tokens' else 'seconds'} per run).")
@@ -140,13 +143,16 @@ def prepare_bench_dir(config: BenchConfig) -> Path:
             saved = json.loads(saved_path.read_text())
         except json.JSONDecodeError as error:
             raise ConfigError(f"{saved_path} is not valid JSON ({error.msg}). Delete it or use another --out.") from error
-        changed = sorted(key for key in set(saved) | set(settings)
-                         if key != "train" and saved.get(key) != settings.get(key))
-        changed += sorted(f"train.{key}" for key in set(saved.get("train", {})) | set(settings["train"])
-                          if saved.get("train", {}).get(key) != settings["train"].get(key))
+        changed = [f"{key}: {saved.get(key)!r} there, {settings.get(key)!r} now"
+                   for key in sorted(set(saved) | set(settings))
+                   if key != "train" and saved.get(key) != settings.get(key)]
+        saved_train = saved.get("train", {})
+        changed += [f"{key}: {saved_train.get(key)!r} there, {settings['train'].get(key)!r} now"
+                    for key in sorted(set(saved_train) | set(settings["train"]))
+                    if saved_train.get(key) != settings["train"].get(key)]
         if changed:
             raise ConfigError(
-                f"{out} contains a bench with other settings ({', '.join(changed)}). Rerun with the same options "
+                f"{out} contains a bench with other settings ({'; '.join(changed)}). Rerun with the same options "
                 "to continue it, or pass another --out.")
         return out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -165,6 +171,20 @@ def run_status(run_dir: Path) -> str | None:
         return json.loads((run_dir / "run.json").read_text()).get("status")
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def evaluation_is_current(path: Path, config: BenchConfig) -> bool:
+    """Return whether ``path`` is a readable evaluation on this bench's held-out episodes."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if not isinstance(results, dict):
+        return False
+    expected_seeds = [EVAL_SEED_OFFSET, EVAL_SEED_OFFSET + config.episodes - 1]
+    return (results.get("seeds") == expected_seeds and results.get("temperature") == 0.0
+            and results.get("env") == config.train.env
+            and len(results.get("episode_success") or []) == config.episodes)
 
 
 def evaluate_to_file(model: str, config: BenchConfig, path: Path, env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
@@ -200,7 +220,7 @@ def run_bench(config: BenchConfig, on_event: Callable[[BenchEvent], None] | None
             on_event(BenchEvent(kind=kind, label=label, done=done, total=total, seconds=seconds))
 
     base_eval = out / BASE_EVAL_FILE
-    if base_eval.is_file():
+    if evaluation_is_current(base_eval, config):
         report("skip", "base model evaluation", 1)
     else:
         report("start", "base model evaluation", 0)
@@ -214,7 +234,8 @@ def run_bench(config: BenchConfig, on_event: Callable[[BenchEvent], None] | None
         run_dir = out / RUNS_DIR / f"{method}-seed{seed}"
         eval_path = run_dir / EVAL_FILE
         status = run_status(run_dir)
-        if status == "completed" and eval_path.is_file():
+        # An evaluation that is missing, unreadable or made with other settings is made again.
+        if status == "completed" and evaluation_is_current(eval_path, config):
             report("skip", label, index)
         else:
             report("start", label, index - 1)
@@ -227,4 +248,24 @@ def run_bench(config: BenchConfig, on_event: Callable[[BenchEvent], None] | None
         runs.append(load_run(method, seed, run_dir))
 
     title = f"{', '.join(config.methods)} on {config.train.env}: {config.seeds} seeds, {config.budget} budget"
-    return write_report(out / REPORT_DIR, runs, title=title, command=config.command, baseline=config.baseline)
+    report_path = write_report(out / REPORT_DIR, runs, title=title, command=config.command, baseline=config.baseline)
+    add_base_model(report_path, json.loads(base_eval.read_text()))
+    return report_path
+
+
+def add_base_model(report_path: Path, base: dict[str, Any]) -> None:
+    """Add the untrained model's held-out success to report.md and results.json."""
+    from erlgym.eval.stats import bootstrap_ci
+
+    interval = bootstrap_ci([[float(value) for value in base["episode_success"]]])
+    with open(report_path, "a", encoding="utf-8") as handle:
+        handle.write(
+            "\n## Untrained model\n\n"
+            f"Before training, {base['model']} reached {100 * interval.mean:.1f}% held-out first-attempt success "
+            f"on the same {len(base['episode_success'])} episodes (95% CI {100 * interval.low:.1f}% to "
+            f"{100 * interval.high:.1f}%, episodes resampled; `{BASE_EVAL_FILE}`).\n")
+    results_path = report_path.parent / "results.json"
+    results = json.loads(results_path.read_text())
+    results["base_model"] = {"success": interval.mean, "low": interval.low, "high": interval.high,
+                             "evaluation": {key: value for key, value in base.items() if key != "episode_success"}}
+    results_path.write_text(json.dumps(results, indent=2))

@@ -90,6 +90,8 @@ def test_bench_writes_report(bench):
     assert "grpo" in report
     assert (report_dir / "results.csv").read_text().count("\n") >= 5
     assert (report_dir / "curves_steps.png").read_bytes().startswith(b"\x89PNG")
+    assert "## Untrained model" in report
+    assert "base_model" in json.loads((report_dir / "results.json").read_text())
 
 
 def test_bench_events_count_runs(bench):
@@ -156,7 +158,7 @@ def test_bench_resumes_interrupted_run(action_model_dir, tmp_path):
 def test_bench_other_settings_rejected(bench, action_model_dir):
     out, _, _ = bench
 
-    with pytest.raises(ConfigError, match="contains a bench with other settings .*seeds"):
+    with pytest.raises(ConfigError, match="contains a bench with other settings .seeds: 2 there, 3 now"):
         run_bench(tiny_bench(action_model_dir, out, seeds=3))
 
 
@@ -167,6 +169,7 @@ def test_bench_other_settings_rejected(bench, action_model_dir):
     ({"seeds": 0}, "--seeds must be a positive integer"),
     ({"budget": "tokens"}, "needs --budget-value above 0"),
     ({"budget": "hours", "budget_value": 1.0}, "--budget must be one of"),
+    ({"budget": "steps", "budget_value": 500.0}, "has no effect with --budget steps"),
 ])
 def test_bench_bad_settings_rejected(action_model_dir, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -216,3 +219,16 @@ def test_bench_variant_sets_its_fields(action_model_dir, tmp_path):
     assert (attempt.method, attempt.retry_context) == ("erl", "attempt")
     assert (no_memory.method, no_memory.memory_size) == ("erl", 0)
     assert config.run_config("grpo", 0, tmp_path / "run").method == "grpo"
+
+
+def test_bench_reevaluates_corrupt_evaluation(bench, action_model_dir):
+    out, _, _ = bench
+    eval_file = out / "runs" / "grpo-seed1" / "eval.json"
+    eval_file.write_text("{not json")
+    events = []
+
+    report_path = run_bench(tiny_bench(action_model_dir, out), on_event=events.append)
+
+    assert [event.label for event in events if event.kind == "done"] == ["grpo seed 1"]
+    assert len(json.loads(eval_file.read_text())["episode_success"]) == 4
+    assert report_path.is_file()

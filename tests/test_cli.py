@@ -548,3 +548,14 @@ def test_train_interrupt_names_run_dir(action_model_dir, tmp_path):
     assert process.returncode == 130
     assert f"erlgym train --resume --output-dir {run_dir}" in output
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_eval_run_config_without_status_is_not_a_model(tmp_path, capsys, wide_console):
+    """A folder with erlgym's config.json but no run.json is rejected as a model, not a traceback."""
+    folder = tmp_path / "copied-run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"env": ACTION_ENV_ID, "dtype": "auto", "steps": 2}))
+
+    err = run_failing(["eval", "--model", str(folder), "--episodes", "1"], capsys)
+
+    assert f"Could not load model '{folder}'" in err

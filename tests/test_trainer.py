@@ -266,6 +266,14 @@ def test_interrupted_run_status(resumed_run):
     assert interrupted["status"]["status"] == "interrupted"
     assert interrupted["steps"] == [1, 2]
     assert interrupted["checkpoints"] == ["checkpoint-1"]
+    assert interrupted["status"]["error"] == "KeyboardInterrupt"
+    assert interrupted["status"]["train_seconds"] > 0
+
+
+def test_resumed_run_counts_interrupted_time(resumed_run):
+    run_dir, interrupted = resumed_run
+
+    assert read_status(run_dir)["train_seconds"] > interrupted["status"]["train_seconds"]
 
 
 def test_resume_continues_steps(resumed_run):
