@@ -247,7 +247,8 @@ def run_bench(config: BenchConfig, on_event: Callable[[BenchEvent], None] | None
             report("done", label, index, time.perf_counter() - started)
         runs.append(load_run(method, seed, run_dir))
 
-    title = f"{', '.join(config.methods)} on {config.train.env}: {config.seeds} seeds, {config.budget} budget"
+    seeds = f"{config.seeds} seed" + ("s" if config.seeds != 1 else "")
+    title = f"{', '.join(config.methods)} on {config.train.env}: {seeds}, {config.budget} budget"
     report_path = write_report(out / REPORT_DIR, runs, title=title, command=config.command, baseline=config.baseline)
     add_base_model(report_path, json.loads(base_eval.read_text()))
     return report_path

@@ -89,10 +89,14 @@ def _plot_method(ax, method: str, runs: list[RunResult], kind: str, window: int,
 
     success = np.stack([moving_average(run.series(FIRST_SUCCESS_KEY)[:steps], window) for run in runs])
     mean, low, high = _column_stats(success)  # (steps,) each
-    ax.plot(x, mean, color=color, label=f"{method} first attempt ({len(runs)} seeds)")
+    seeds = f"{len(runs)} seed" + ("s" if len(runs) != 1 else "")
+    ax.plot(x, mean, color=color, marker="o" if len(x) == 1 else None, label=f"{method} first attempt ({seeds})")
     ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
 
-    if any(run.has_metric(AFTER_REFLECTION_KEY) for run in runs):
+    # Runs without reflections (GRPO) log a success after reflection equal to their first attempts.
+    reflected = any(run.has_metric("erl/num_reflections") and run.series("erl/num_reflections").sum() > 0
+                    for run in runs)
+    if reflected and any(run.has_metric(AFTER_REFLECTION_KEY) for run in runs):
         after = np.stack([moving_average(run.series(AFTER_REFLECTION_KEY)[:steps], window) for run in runs])
         ax.plot(x, _column_stats(after)[0], color=color, linestyle="--", label=f"{method} after reflection")
 
