@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = add_command("train", help="Train a model with ERL or the GRPO baseline.",
                         description="Train a model with ERL (--method erl) or the GRPO baseline (--method grpo).")
-    train.add_argument("--config", type=Path, help="JSON file of TrainConfig fields; options given here override it.")
+    train.add_argument("--config", type=Path, help="JSON file of TrainConfig fields, or a preset name (cpu-frozenlake, "
+                                                   "cpu-sokoban, cpu-quick-frozenlake); options given here override it.")
     train.add_argument("--resume", action="store_true", help="Continue the run in --output-dir from its last checkpoint.")
     _add_config_options(train)
 
@@ -124,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--baseline", default="grpo", help="Method the others are compared with (default: grpo).")
     bench.add_argument("--out", type=Path, default=None,
                        help="Bench folder (default: benches/<env>-<budget>); rerunning with it continues the bench.")
-    bench.add_argument("--config", type=Path, help="JSON file of TrainConfig fields; options given here override it.")
+    bench.add_argument("--config", type=Path, help="JSON file of TrainConfig fields, or a preset name (cpu-frozenlake, "
+                                                   "cpu-sokoban, cpu-quick-frozenlake); options given here override it.")
     _add_config_options(bench, exclude=BENCH_OWNED_FIELDS)
 
     play = add_command("play", help="Play an environment in the terminal with the text the model sees.")
@@ -137,8 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def preset_names() -> list[str]:
+    """Return the names of the configuration presets that ship with erlgym."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.json"))
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Return the TrainConfig fields in a JSON file, or raise UsageError naming the problem."""
+    """Return the TrainConfig fields in a JSON file or a preset, or raise UsageError naming the problem.
+
+    A value that is not an existing file but the name of a preset (see ``preset_names``)
+    reads that preset.
+    """
+    if not path.exists() and str(path) in preset_names():
+        path = PRESETS_DIR / f"{path}.json"
+    elif not path.exists():
+        raise UsageError(f"Config file {path} not found. Pass an existing JSON file or a preset: "
+                         f"{', '.join(preset_names())}.")
     try:
         values = json.loads(path.read_text())
     except FileNotFoundError as error:

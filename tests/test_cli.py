@@ -559,3 +559,39 @@ def test_eval_run_config_without_status_is_not_a_model(tmp_path, capsys, wide_co
     err = run_failing(["eval", "--model", str(folder), "--episodes", "1"], capsys)
 
     assert f"Could not load model '{folder}'" in err
+
+
+# ---------------------------------------------------------------- presets
+
+
+@pytest.mark.parametrize("name", cli.preset_names())
+def test_preset_is_valid_config(name):
+    args = build_parser().parse_args(["train", "--config", name])
+
+    config = resolve_train_config(args)
+
+    assert config.env.startswith("erlgym/")
+
+
+@pytest.mark.parametrize("name, env", [("cpu-frozenlake", "erlgym/FrozenLake-v0"), ("cpu-sokoban", "erlgym/Sokoban-v0")])
+def test_cpu_presets_match_defaults(name, env):
+    """The CPU presets spell out the measured defaults, so they must not drift from them."""
+    from erlgym.erl.config import DEFAULT_ENV_KWARGS, TrainConfig
+
+    preset = resolve_train_config(build_parser().parse_args(["train", "--config", name]))
+    defaults = TrainConfig(env=env, env_kwargs=DEFAULT_ENV_KWARGS[env])
+
+    assert preset == defaults
+
+
+def test_preset_options_override(tmp_path):
+    args = build_parser().parse_args(["train", "--config", "cpu-quick-frozenlake", "--steps", "2"])
+
+    assert resolve_train_config(args).steps == 2
+
+
+def test_unknown_config_lists_presets(capsys, wide_console, tmp_path):
+    err = run_failing(["train", "--config", str(tmp_path / "missing.json")], capsys)
+
+    assert "not found" in err
+    assert "cpu-quick-frozenlake" in err
