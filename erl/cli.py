@@ -181,11 +181,13 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
         from erlgym.erl.run import read_run_config
 
         values = read_run_config(Path(args.output_dir))
-    for spec in dataclasses.fields(TrainConfig):
-        value = getattr(args, spec.name)
-        if value is not None:
-            values[spec.name] = value
-    return TrainConfig.from_dict(values).validate()
+    return TrainConfig.from_dict(with_options(values, args)).validate()
+
+
+def with_options(values: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Return ``values`` with every TrainConfig option given on the command line put over it."""
+    given = {spec.name: getattr(args, spec.name, None) for spec in dataclasses.fields(TrainConfig)}
+    return {**values, **{name: value for name, value in given.items() if value is not None}}
 
 
 def format_step_line(record: dict[str, Any], total_steps: int) -> str:
@@ -229,11 +231,7 @@ def run_bench(args: argparse.Namespace) -> int:
     for name in BENCH_OWNED_FIELDS:
         if name in values:
             raise UsageError(f"Config file {args.config} sets {name}, which erlgym bench sets for each run. Remove it.")
-    for spec in dataclasses.fields(TrainConfig):
-        value = getattr(args, spec.name, None)
-        if value is not None:
-            values[spec.name] = value
-    train_config = TrainConfig.from_dict(values)
+    train_config = TrainConfig.from_dict(with_options(values, args))
     out = args.out or Path("benches") / f"{train_config.env.split('/')[-1]}-{args.budget}"
     config = BenchConfig(out=str(out), train=train_config, methods=tuple(args.methods.split(",")), seeds=args.seeds,
                          budget=args.budget, budget_value=args.budget_value, episodes=args.episodes,

@@ -78,7 +78,7 @@ class PrefixCache:
 class TurnState:
     """The padded batch and key/value cache that a multi-turn batch carries from one turn to the next.
 
-    After a call to :meth:`RolloutEngine.generate`, ``input_ids`` holds every token of
+    After a call to :meth:`RolloutEngine.generate`, ``input_ids`` contains every token of
     every row so far in the padded layout the model saw, and ``attention_mask`` marks
     the real ones (the sampled ids after a row's stop id are masked). The next call
     appends only each row's new tokens, so earlier turns are never encoded again.

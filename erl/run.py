@@ -214,8 +214,9 @@ def train(config: TrainConfig, resume: bool = False,
         steps_done, stop_reason = _train_in_run_dir(config, run_dir, checkpoint, loaded, pool, dtype, on_step)
     except BaseException as error:
         earlier = previous.get("train_seconds", 0.0) if checkpoint is not None else 0.0
+        message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         write_status(run_dir, "failed" if not isinstance(error, KeyboardInterrupt) else "interrupted",
-                     error=f"{type(error).__name__}: {error}".rstrip(": "),
+                     error=message,
                      train_seconds=round(earlier + time.perf_counter() - started, 1))
         error.run_dir = run_dir  # so that the caller can name the run to resume
         raise

@@ -44,11 +44,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 """Names ``--methods`` accepts, with the training fields each sets on top of the base configuration.
 
-``erl-no-internalize`` skips training the retry without the reflection;
-``erl-no-reflection-reward`` writes reflections but never trains them;
-``erl-attempt-retry`` retries with the failed attempt and its feedback instead of a
-reflection; ``erl-no-memory`` keeps no reflections; ``erl-top-memory`` keeps those with
-the highest retry reward.
+- ``erl-no-internalize``: successful retries are not trained again without the reflection.
+- ``erl-no-reflection-reward``: reflections are written and used but never trained.
+- ``erl-attempt-retry``: a retry starts with the failed attempt and its feedback, not a reflection.
+- ``erl-no-memory``: no reflections are kept.
+- ``erl-top-memory``: the memory keeps the reflections with the highest retry reward.
 """
 
 
@@ -249,24 +249,5 @@ def run_bench(config: BenchConfig, on_event: Callable[[BenchEvent], None] | None
 
     seeds = f"{config.seeds} seed" + ("s" if config.seeds != 1 else "")
     title = f"{', '.join(config.methods)} on {config.train.env}: {seeds}, {config.budget} budget"
-    report_path = write_report(out / REPORT_DIR, runs, title=title, command=config.command, baseline=config.baseline)
-    add_base_model(report_path, json.loads(base_eval.read_text()))
-    return report_path
-
-
-def add_base_model(report_path: Path, base: dict[str, Any]) -> None:
-    """Add the untrained model's held-out success to report.md and results.json."""
-    from erlgym.eval.stats import bootstrap_ci
-
-    interval = bootstrap_ci([[float(value) for value in base["episode_success"]]])
-    with open(report_path, "a", encoding="utf-8") as handle:
-        handle.write(
-            "\n## Untrained model\n\n"
-            f"Before training, {base['model']} reached {100 * interval.mean:.1f}% held-out first-attempt success "
-            f"on the same {len(base['episode_success'])} episodes (95% CI {100 * interval.low:.1f}% to "
-            f"{100 * interval.high:.1f}%, episodes resampled; `{BASE_EVAL_FILE}`).\n")
-    results_path = report_path.parent / "results.json"
-    results = json.loads(results_path.read_text())
-    results["base_model"] = {"success": interval.mean, "low": interval.low, "high": interval.high,
-                             "evaluation": {key: value for key, value in base.items() if key != "episode_success"}}
-    results_path.write_text(json.dumps(results, indent=2))
+    return write_report(out / REPORT_DIR, runs, title=title, command=config.command, baseline=config.baseline,
+                        base_evaluation=json.loads(base_eval.read_text()))

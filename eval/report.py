@@ -93,10 +93,12 @@ def write_report(
     confidence: float = 0.95,
     resamples: int = 10_000,
     rng_seed: int = 0,
+    base_evaluation: dict[str, Any] | None = None,
 ) -> Path:
     """Write report.md, the three curve PNGs, results.json and results.csv to ``out_dir``.
 
     ``command`` is the command line that produced the report, shown at its top.
+    ``base_evaluation`` is the untrained model's evaluation on the same episodes, if any.
     Differences are computed against the runs of ``baseline`` with the same seeds.
     ``last_steps`` is how many final training steps the success after reflection is
     averaged over. Returns the path of report.md. Raises ValueError for no runs, two
@@ -130,10 +132,11 @@ def write_report(
         "smoothing_window": smoothing_window,
         "last_steps": last_steps,
     }
-    _write_json(out_dir / "results.json", title, command, settings, summaries, comparisons, warnings, runs)
+    base = _base_model(base_evaluation, confidence, resamples, rng_seed)
+    _write_json(out_dir / "results.json", title, command, settings, summaries, comparisons, warnings, runs, base)
     _write_csv(out_dir / "results.csv", runs)
 
-    markdown = _render_markdown(title, command, settings, summaries, comparisons, warnings, curve_paths)
+    markdown = _render_markdown(title, command, settings, summaries, comparisons, warnings, curve_paths, base)
     report_path = out_dir / "report.md"
     report_path.write_text(markdown, encoding="utf-8")
     return report_path
@@ -226,6 +229,17 @@ def _evaluation_setting_warnings(runs: list[RunResult]) -> list[str]:
     return [f"{setting}: {', '.join(names)}" for setting, names in runs_by_setting.items()]
 
 
+def _base_model(evaluation: dict[str, Any] | None, confidence: float, resamples: int,
+                rng_seed: int) -> dict[str, Any] | None:
+    """Summarize the untrained model's evaluation: its success with an interval over episodes."""
+    if evaluation is None:
+        return None
+    outcomes = [float(value) for value in evaluation["episode_success"]]
+    interval = bootstrap_ci([outcomes], confidence=confidence, resamples=resamples, rng_seed=rng_seed)
+    return {"model": evaluation.get("model"), "episodes": len(outcomes), "success": asdict(interval),
+            "evaluation": {key: value for key, value in evaluation.items() if key != "episode_success"}}
+
+
 # Output files
 
 
@@ -238,6 +252,7 @@ def _write_json(
     comparisons: list[Comparison | None],
     warnings: list[str],
     runs: list[RunResult],
+    base: dict[str, Any] | None,
 ) -> None:
     results = {
         "title": title,
@@ -250,6 +265,7 @@ def _write_json(
             if comparison is not None
         ],
         "evaluation_setting_warnings": warnings,
+        "base_model": base,
         "runs": [
             {
                 "method": run.method,
@@ -296,18 +312,31 @@ def _render_markdown(
     comparisons: list[Comparison | None],
     warnings: list[str],
     curve_paths: list[Path],
+    base: dict[str, Any] | None,
 ) -> str:
     sections = [f"# {title}"]
     if command:
         sections.append(f"Produced by:\n\n```bash\n{command}\n```")
     sections.append(_held_out_section(settings, summaries, warnings))
     sections.append(_difference_section(settings, summaries, comparisons))
+    if base is not None:
+        sections.append(_base_model_section(settings, base))
     after_reflection = _after_reflection_section(settings, summaries)
     if after_reflection:
         sections.append(after_reflection)
     sections.append(_budget_section(summaries))
     sections.append(_curves_section(settings, curve_paths))
     return "\n\n".join(sections) + "\n"
+
+
+def _base_model_section(settings: dict[str, Any], base: dict[str, Any]) -> str:
+    success = base["success"]
+    return (
+        "## Untrained model\n\n"
+        f"Before training, {base['model']} reached {_percent(success['mean'])} held-out first-attempt success "
+        f"on the same {base['episodes']} episodes ({_level(settings['confidence'])} CI "
+        f"{_percent(success['low'])} to {_percent(success['high'])}, episodes resampled)."
+    )
 
 
 def _held_out_section(settings: dict[str, Any], summaries: list[MethodSummary], warnings: list[str]) -> str:

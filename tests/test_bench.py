@@ -11,21 +11,14 @@ import pytest
 
 from erlgym.erl import cli
 from erlgym.erl.cli import main
-from erlgym.erl.config import ConfigError, TrainConfig
+from erlgym.erl.config import ConfigError
 from erlgym.eval.bench import BenchConfig, BenchEvent, run_bench
-from tiny_model import ACTION_ENV_ID, ACTION_ENV_KWARGS
-
-
-def tiny_train_config(model_dir, **overrides) -> TrainConfig:
-    values = dict(model=str(model_dir), env=ACTION_ENV_ID, env_kwargs=dict(ACTION_ENV_KWARGS), steps=1,
-                  tasks_per_step=2, rollouts_per_task=2, micro_batches=2, max_new_tokens=8,
-                  reflection_max_new_tokens=8, save_every=1, temperature=1.0, dtype="float32")
-    values.update(overrides)
-    return TrainConfig(**values)
+from tiny_model import ACTION_ENV_ID, ACTION_ENV_KWARGS, tiny_train_config
 
 
 def tiny_bench(model_dir, out, **overrides) -> BenchConfig:
-    values = dict(out=str(out), train=tiny_train_config(model_dir), methods=("erl", "grpo"), seeds=2, episodes=4)
+    values = dict(out=str(out), train=tiny_train_config(model_dir, steps=1), methods=("erl", "grpo"), seeds=2,
+                  episodes=4)
     values.update(overrides)
     return BenchConfig(**values)
 
@@ -91,7 +84,7 @@ def test_bench_writes_report(bench):
     assert (report_dir / "results.csv").read_text().count("\n") >= 5
     assert (report_dir / "curves_steps.png").read_bytes().startswith(b"\x89PNG")
     assert "## Untrained model" in report
-    assert "base_model" in json.loads((report_dir / "results.json").read_text())
+    assert json.loads((report_dir / "results.json").read_text())["base_model"]["episodes"] == 4
 
 
 def test_bench_events_count_runs(bench):

@@ -550,7 +550,7 @@ def test_train_interrupt_names_run_dir(action_model_dir, tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
 
 
-def test_eval_run_config_without_status_is_not_a_model(tmp_path, capsys, wide_console):
+def test_eval_folder_without_run_status(tmp_path, capsys, wide_console):
     """A folder with erlgym's config.json but no run.json is rejected as a model, not a traceback."""
     folder = tmp_path / "copied-run"
     folder.mkdir()

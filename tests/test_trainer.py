@@ -22,7 +22,7 @@ from erlgym.erl.models import ModelLoadError, load_model
 from erlgym.erl.rollout import GenerationConfig
 from erlgym.erl.run import RunError, train
 from erlgym.erl.trainer import MEMORY_FILE, ERLTrainer, copy_merged_weights, trim_padding
-from tiny_model import ACTION_ENV_ID, ACTION_ENV_KWARGS
+from tiny_model import ACTION_ENV_ID, ACTION_ENV_KWARGS, tiny_train_config
 
 STEP_KEYS = {
     "step", "loss", "time/step_s", "rollout/first_success_rate", "rollout/first_reward_mean",
@@ -32,12 +32,7 @@ STEP_KEYS = {
 
 
 def tiny_config(model_dir, output_dir, **overrides) -> TrainConfig:
-    values = dict(model=str(model_dir), env=ACTION_ENV_ID, env_kwargs=dict(ACTION_ENV_KWARGS), steps=2,
-                  tasks_per_step=2, rollouts_per_task=2, micro_batches=2, max_new_tokens=8,
-                  reflection_max_new_tokens=8, output_dir=str(output_dir), save_every=1,
-                  temperature=1.0, dtype="float32")
-    values.update(overrides)
-    return TrainConfig(**values)
+    return tiny_train_config(model_dir, output_dir=str(output_dir), **overrides)
 
 
 def read_metrics(run_dir) -> list[dict]:

@@ -22,6 +22,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import erlgym.envs  # noqa: F401  (registers the erlgym environments)
+from erlgym.erl.config import TrainConfig
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -167,3 +168,12 @@ def save_action_model(folder: Path) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def tiny_train_config(model_dir, **overrides) -> TrainConfig:
+    """Return a training configuration for the action model: 2 steps of 2 tasks × 2 attempts, short replies."""
+    values = dict(model=str(model_dir), env=ACTION_ENV_ID, env_kwargs=dict(ACTION_ENV_KWARGS), steps=2,
+                  tasks_per_step=2, rollouts_per_task=2, micro_batches=2, max_new_tokens=8,
+                  reflection_max_new_tokens=8, save_every=1, temperature=1.0, dtype="float32")
+    values.update(overrides)
+    return TrainConfig(**values)
