@@ -177,7 +177,9 @@ def _summarize_method(
         held_out_success=interval,
         held_out_success_by_seed=[run.held_out_success for run in runs],
         invalid_action_rate=float(np.mean(invalid_rates)) if invalid_rates else None,
-        after_reflection=_mean_of_last_steps(runs, AFTER_REFLECTION_KEY, last_steps),
+        # A run without retries (GRPO) logs its first-attempt success under this key too.
+        after_reflection=(_mean_of_last_steps(runs, AFTER_REFLECTION_KEY, last_steps)
+                          if any(totals["retry"] > 0 for totals in token_totals) else None),
         first_attempt_last_steps=_mean_of_last_steps(runs, FIRST_SUCCESS_KEY, last_steps),
         tokens={kind: float(np.mean([totals[kind] for totals in token_totals])) for kind in token_totals[0]},
         steps=float(np.mean([run.steps for run in runs])),

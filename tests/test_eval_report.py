@@ -274,3 +274,24 @@ def test_eval_with_inconsistent_counts_raises(tmp_path):
 
     with pytest.raises(RunDataError, match='"episodes" is 32 but "episode_success" has 64'):
         load_run("erl", 0, run_dir)
+
+
+def test_runs_without_retries_have_no_after_reflection_row(tmp_path):
+    # The trainer logs erl/success_after_reflection for GRPO runs too, equal to first-attempt success.
+    grpo_steps = [dict(grpo_step(step), **{"erl/success_after_reflection": 0.2}) for step in (1, 2, 3)]
+    erl_steps = [erl_step(step) for step in (1, 2, 3)]
+    outcomes = [1, 0] * 32
+    runs = [load_run("grpo", seed, write_run(tmp_path / f"grpo-{seed}", grpo_steps, outcomes)) for seed in (0, 1)]
+    runs += [load_run("erl", seed, write_run(tmp_path / f"erl-{seed}", erl_steps, outcomes)) for seed in (0, 1)]
+    out_dir = tmp_path / "report"
+
+    write_report(out_dir, runs, "t", resamples=100)
+
+    results = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+    methods = {summary["method"]: summary for summary in results["methods"]}
+    assert methods["grpo"]["after_reflection"] is None
+    assert methods["erl"]["after_reflection"] is not None
+    report = (out_dir / "report.md").read_text(encoding="utf-8")
+    section = report.split("## Success after reflection (training)")[1].split("\n## ")[0]
+    assert "| erl |" in section
+    assert "| grpo |" not in section
