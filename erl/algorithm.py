@@ -11,8 +11,15 @@ loop. For a task x and G first attempts y¹ with rewards r¹:
    its first observation; advantages are r² group-normalized over the task's retries.
 5. Internalization: the retry's ids are trained again under the prompt without Δ,
    weighted by r² (retries with r² <= 0 are dropped), so the policy learns to act
-   well with no reflection in context. This is the deployed behaviour.
+   well with no reflection in context. This is the deployed behaviour. With
+   ``internalization="distill"`` the policy without Δ is instead trained toward the
+   token distributions of the policy with Δ on the retry's tokens (self-distillation).
 6. Memory: Δ is kept when r² >= τ.
+
+With ``reflection_scope="batch"``, steps 3 and 6 change: the policy writes one rulebook per
+step, a short list of rules from a capped batch of the step's attempts, and every retry of
+the step starts with it. The rulebook is one training sample (see
+:func:`rulebook_advantage`), and it is kept when the mean r² of its retries is >= τ.
 
 With ``reflection=False`` only step 1 runs: the GRPO baseline on the same code.
 """
@@ -31,7 +38,14 @@ import numpy as np
 
 from erlgym.erl.chat import encode_prompt
 from erlgym.erl.memory import MemoryItem, ReflectionMemory
-from erlgym.erl.prompts import build_reflection_messages, format_attempt_note, format_retry_note
+from erlgym.erl.prompts import (
+    build_reflection_messages,
+    build_rulebook_messages,
+    format_attempt_note,
+    format_retry_note,
+    format_rulebook_note,
+    select_rulebook_attempts,
+)
 from erlgym.erl.rollout import Episode, RolloutEngine
 
 logger = logging.getLogger(__name__)
@@ -40,7 +54,8 @@ FIRST_ATTEMPT = "first_attempt"
 REFLECTION = "reflection"
 RETRY = "retry"
 INTERNALIZED_RETRY = "internalized_retry"
-TRAJECTORY_KINDS = (FIRST_ATTEMPT, REFLECTION, RETRY, INTERNALIZED_RETRY)
+DISTILLED_RETRY = "distilled_retry"
+TRAJECTORY_KINDS = (FIRST_ATTEMPT, REFLECTION, RETRY, INTERNALIZED_RETRY, DISTILLED_RETRY)
 
 
 @dataclass
@@ -54,6 +69,8 @@ class TrainingSample:
     env_mask: list[int]
     reward: float
     advantage: float = 0.0
+    teacher_prompt_ids: list[int] | None = None
+    """For a distilled retry: the prompt with the reflection, under which the policy is the teacher."""
 
 
 @dataclass
@@ -79,6 +96,12 @@ class StepSettings:
     attempt's replies and feedback, with no reflection written or trained)."""
     train_reflections: bool = True
     internalize: bool = True
+    internalization: str = "reward"
+    """How successful retries are internalized: "reward" (trained on their tokens, weighted by r²) or
+    "distill" (toward the reflection-conditioned policy's token distributions)."""
+    reflection_scope: str = "task"
+    """Reflection granularity: "task" (one reflection per failed attempt, reading that attempt) or "batch"
+    (one rulebook per step, reading a capped batch of the step's attempts, that every retry starts with)."""
 
 
 def group_advantages(rewards: list[float], scale: str = "group") -> list[float]:
@@ -126,6 +149,38 @@ def _episode_sample(kind: str, episode: Episode, prompt_ids: list[int] | None = 
         completion_ids=list(episode.completion_ids), env_mask=list(episode.env_mask),
         reward=episode.reward,
     )
+
+
+def rulebook_advantage(retries: list[Episode], first_by_task: dict[int, list[Episode]]) -> float:
+    """Return the advantage of a rulebook: the mean over its retries of r² minus the mean r¹ of the retry's task.
+
+    The baseline of a retry is the mean first-attempt reward of its task's G attempts: what a
+    fresh attempt at that task earns on average without a rulebook. The failed attempt's own
+    r¹ (0 when only success is rewarded) would be a baseline biased low, because a fresh sample
+    also solves a task at about its group's success rate. With rewards of 1 for success and 0
+    otherwise, a rulebook whose retries all fail gets an advantage <= 0 (0 when every first
+    attempt at those tasks failed as well), and one whose retries all succeed gets one > 0,
+    because every retried task had a failed first attempt. The value is in reward units and
+    not divided by a standard deviation, because one rulebook per step has no group to scale by.
+    """
+    task_means = {seed: float(np.mean([episode.reward for episode in episodes]))
+                  for seed, episodes in first_by_task.items()}
+    return float(np.mean([retry.reward - task_means[retry.seed] for retry in retries]))
+
+
+def _write_rulebook(engine: RolloutEngine, first: list[Episode], task_prompts: dict[int, str],
+                    memory: ReflectionMemory, max_new_tokens: int) -> tuple[list[int], list[int], str, int]:
+    """Generate the step's rulebook and return its prompt ids, completion ids, text and task seed.
+
+    The rulebook is filed under the task seed of the first failed attempt its prompt shows.
+    """
+    failed, success = select_rulebook_attempts(first)
+    shown_seeds = {episode.seed for episode in failed} | ({success.seed} if success is not None else set())
+    messages = build_rulebook_messages(task_prompts[failed[0].seed], failed, success, memory.texts(shown_seeds))
+    prompt_ids = encode_prompt(engine.tokenizer, messages)
+    completion_ids = engine.generate([prompt_ids], max_new_tokens)[0]
+    text = engine.tokenizer.decode(completion_ids, skip_special_tokens=True).strip()
+    return prompt_ids, completion_ids, text, failed[0].seed
 
 
 def invalid_action_rate(episodes: list[Episode]) -> float:
@@ -186,11 +241,19 @@ def collect_step(
     reflection_ids: list[list[int]] = []
     if settings.reflection and failed:
         writes_reflections = settings.retry_context == "reflection"
-        if writes_reflections:
+        writes_rulebook = writes_reflections and settings.reflection_scope == "batch"
+        if writes_rulebook:
+            # 2-3. Feedback and reflection: one rulebook for the step, from a capped batch of attempts.
+            rulebook_prompt, rulebook_ids, rulebook_text, rulebook_seed = _write_rulebook(
+                engine, first, task_prompts, memory, settings.reflection_max_new_tokens)
+            reflection_ids = [rulebook_ids]
+            reflections_text = [rulebook_text]
+            notes = [format_rulebook_note(rulebook_text)] * len(failed)
+        elif writes_reflections:
             # 2-3. Feedback and reflection: the policy reads its failed attempt and writes advice.
             reflection_prompts = [
-                encode_prompt(engine.tokenizer,
-                              build_reflection_messages(task_prompts[episode.seed], episode, memory.texts()))
+                encode_prompt(engine.tokenizer, build_reflection_messages(
+                    task_prompts[episode.seed], episode, memory.texts([episode.seed])))
                 for episode in failed
             ]
             reflection_ids = engine.generate(reflection_prompts, settings.reflection_max_new_tokens,
@@ -209,6 +272,9 @@ def collect_step(
                                                 env.unwrapped.few_shot_messages(), observation_prefix=note))
         engine.run(retries)
 
+        # The reflection each retry started with; none with the "attempt" context.
+        retry_reflections = [rulebook_text] * len(failed) if writes_rulebook else reflections_text
+
         # Advantages of reflections and raw retries: r² normalized over the task's retries.
         retries_by_task: dict[int, list[int]] = defaultdict(list)
         for index, retry in enumerate(retries):
@@ -217,7 +283,7 @@ def collect_step(
             [[retries[i].reward for i in indices] for indices in retries_by_task.values()], settings.scale_rewards)
         for (seed, indices), advantages in zip(retries_by_task.items(), retry_advantages):
             for i, advantage in zip(indices, advantages):
-                if writes_reflections and settings.train_reflections:
+                if writes_reflections and not writes_rulebook and settings.train_reflections:
                     samples.append(TrainingSample(
                         kind=REFLECTION, task_seed=seed, prompt_ids=reflection_prompts[i],
                         completion_ids=list(reflection_ids[i]), env_mask=[1] * len(reflection_ids[i]),
@@ -226,20 +292,34 @@ def collect_step(
                 retry_sample = _episode_sample(RETRY, retries[i])
                 retry_sample.advantage = advantage
                 samples.append(retry_sample)
+        mean_retry_reward = float(np.mean([retry.reward for retry in retries]))
+        if writes_rulebook and settings.train_reflections:
+            samples.append(TrainingSample(
+                kind=REFLECTION, task_seed=rulebook_seed, prompt_ids=rulebook_prompt,
+                completion_ids=list(rulebook_ids), env_mask=[1] * len(rulebook_ids),
+                reward=mean_retry_reward, advantage=rulebook_advantage(retries, by_task),
+            ))
 
         # 5. Internalization: the retry's ids under the first attempt's prompt, without Δ.
         for retry, episode in zip(retries, failed):
             if retry.reward <= 0 or not settings.internalize:
                 continue
-            sample = _episode_sample(INTERNALIZED_RETRY, retry, prompt_ids=episode.prompt_ids)
-            sample.advantage = retry.reward
+            if settings.internalization == "distill":
+                sample = _episode_sample(DISTILLED_RETRY, retry, prompt_ids=episode.prompt_ids)
+                sample.teacher_prompt_ids = list(retry.prompt_ids)
+            else:
+                sample = _episode_sample(INTERNALIZED_RETRY, retry, prompt_ids=episode.prompt_ids)
+                sample.advantage = retry.reward
             samples.append(sample)
 
-        # 6. Memory keeps reflections whose retry reward reached τ.
+        # 6. Memory keeps reflections whose retry reward reached τ, and a rulebook whose mean retry reward did.
         kept = 0
-        for retry, reflection in zip(retries, reflections_text):
-            kept += memory.offer(MemoryItem(reflection, retry.seed, retry.reward, step))
-        for episode, reflection, retry in zip(failed, reflections_text, retries):
+        if writes_rulebook:
+            kept += memory.offer(MemoryItem(rulebook_text, rulebook_seed, mean_retry_reward, step))
+        else:
+            for retry, reflection in zip(retries, reflections_text):
+                kept += memory.offer(MemoryItem(reflection, retry.seed, retry.reward, step))
+        for episode, reflection, retry in zip(failed, retry_reflections, retries):
             records.append({"kind": REFLECTION, "step": step, "task_seed": episode.seed,
                             "first_feedback": episode.feedback, "reflection": reflection,
                             "retry_reward": retry.reward, "retry_success": retry.success,
@@ -262,7 +342,8 @@ def collect_step(
     for kind in TRAJECTORY_KINDS:
         metrics[f"samples/{kind}"] = float(sum(sample.kind == kind for sample in samples))
     if settings.drop_zero_advantage:
-        samples = [sample for sample in samples if sample.advantage != 0.0]
+        # A distilled retry carries no advantage: its loss is a divergence, not a policy gradient.
+        samples = [sample for sample in samples if sample.advantage != 0.0 or sample.kind == DISTILLED_RETRY]
     metrics["samples/trained"] = float(len(samples))
     metrics["time/rollout_s"] = time.perf_counter() - started
     return StepResult(samples=samples, metrics=metrics, records=records)

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from erlgym.erl.config import DEFAULT_ENV_KWARGS, DTYPES, EVAL_SEED_OFFSET, ConfigError, TrainConfig
 from erlgym.erl.errors import ChatTemplateError, ModelLoadError, RunError
+from erlgym.eval.bench import VARIANTS
 from erlgym.eval.runs import RunDataError
 
 # soft_wrap: long lines (commands, paths) are never broken by rich, so they stay copyable
@@ -112,9 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "episodes, and write a report with bootstrap confidence intervals, learning curves and budgets. "
                     "Rerun the same command to continue an interrupted bench.")
     bench.add_argument("--methods", default="erl,grpo",
-                       help="Comma-separated methods to compare: erl, grpo, or the ERL ablations erl-no-internalize, "
-                            "erl-no-reflection-reward, erl-attempt-retry, erl-no-memory, erl-top-memory "
-                            "(default: erl,grpo).")
+                       help=f"Comma-separated methods to compare: {', '.join(VARIANTS)} (default: erl,grpo).")
     bench.add_argument("--seeds", type=int, default=3, help="Training seeds per method (default: 3).")
     bench.add_argument("--budget", default="steps", choices=("steps", "tokens", "seconds"),
                        help="What every run gets the same amount of: --steps training steps, --budget-value generated "

@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 METHODS = ("erl", "grpo")
+UPDATES = ("grpo", "ppo")
+INTERNALIZATIONS = ("reward", "distill")
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
 SCALE_REWARDS = ("group", "batch", "none")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MEMORY_POLICIES = ("latest", "top")
+MEMORY_SCOPES = ("global", "task")
 RETRY_CONTEXTS = ("reflection", "attempt")
+REFLECTION_SCOPES = ("task", "batch")
 EVAL_SEED_OFFSET = 1_000_000
 """Held-out evaluation seeds start here; training seeds start at ``train_seed_offset``."""
 
@@ -83,7 +87,9 @@ class TrainConfig:
     max_train_seconds: float = field(default=0.0, metadata=_help(
         "Stop after the step in which the training steps' total time reaches this many seconds; "
         "0 sets no limit. Compares methods at equal wall time."))
-    tasks_per_step: int = field(default=2, metadata=_help("Distinct tasks (environment seeds) per step."))
+    tasks_per_step: int = field(default=2, metadata=_help(
+        "Distinct tasks (environment seeds) per step on each process; under accelerate launch a step "
+        "trains on processes × this many tasks."))
     rollouts_per_task: int = field(default=4, metadata=_help(
         "First attempts per task: the GRPO group size G."))
     micro_batches: int = field(default=2, metadata=_help(
@@ -109,20 +115,40 @@ class TrainConfig:
     memory_policy: str = field(default="latest", metadata=_help(
         "Which reflections a full memory keeps: the most recent ('latest') or those with the highest "
         "retry reward ('top').", choices=MEMORY_POLICIES))
+    memory_scope: str = field(default="global", metadata=_help(
+        "Which kept reflections a reflection prompt shows: all of them ('global') or only those written "
+        "for the same task seed ('task'). The capacity is shared by all tasks in both scopes.",
+        choices=MEMORY_SCOPES))
     retry_context: str = field(default="reflection", metadata=_help(
         "What a retry starts with: the policy's reflection ('reflection'), or, as an ablation, its failed "
         "attempt's replies and feedback with no reflection written or trained ('attempt').",
         choices=RETRY_CONTEXTS))
+    reflection_scope: str = field(default="task", metadata=_help(
+        "What one reflection reads: one failed attempt, with one reflection per failure ('task'), or a "
+        "batch of the step's attempts, with one list of rules per step that every retry of the step starts "
+        "with ('batch'). Has no effect with --retry-context attempt.", choices=REFLECTION_SCOPES))
     train_reflections: bool = field(default=True, metadata=_help(
         "Train reflection tokens with the retry's reward; --no-train-reflections still writes and uses "
         "reflections but never updates the policy on them."))
     internalize: bool = field(default=True, metadata=_help(
         "Train successful retries again under the first attempt's prompt, without the reflection."))
+    internalization: str = field(default="reward", metadata=_help(
+        "How successful retries are internalized: 'reward' trains their tokens weighted by the retry "
+        "reward; 'distill' trains the policy without the reflection toward the token distributions "
+        "of the policy with it (its 64 most likely tokens per position, the rest as one outcome).", choices=INTERNALIZATIONS))
 
     # Update
     learning_rate: float = field(default=2e-4, metadata=_help(
         "Optimizer learning rate. Sized for LoRA on the small default model: a default run at 5e-4 "
         "collapsed to invalid replies after 5 steps. Full fine-tuning of large models uses about 1e-6."))
+    update: str = field(default="grpo", metadata=_help(
+        "How advantages are estimated: 'grpo' normalizes rewards within each task's group; 'ppo' "
+        "learns a value head on the policy and runs GAE over the turns of each episode. Either "
+        "works with --method erl or grpo.", choices=UPDATES))
+    gamma: float = field(default=1.0, metadata=_help("PPO discount per turn."))
+    gae_lambda: float = field(default=0.95, metadata=_help("PPO GAE λ over turns."))
+    value_coef: float = field(default=0.5, metadata=_help(
+        "PPO weight of the value head's squared error in the loss."))
     loss_type: str = field(default="dapo", metadata=_help("TRL GRPO loss type.", choices=LOSS_TYPES))
     beta: float = field(default=0.0, metadata=_help("KL coefficient against the initial policy; 0 disables the KL term."))
     scale_rewards: str = field(default="group", metadata=_help(
@@ -159,8 +185,9 @@ class TrainConfig:
         if self.rollouts_per_task < 2:
             raise ConfigError(
                 f"rollouts_per_task must be at least 2 so that groups have a baseline, got {self.rollouts_per_task}.")
-        choices = {"method": METHODS, "loss_type": LOSS_TYPES, "scale_rewards": SCALE_REWARDS, "dtype": DTYPES,
-                   "memory_policy": MEMORY_POLICIES, "retry_context": RETRY_CONTEXTS}
+        choices = {"method": METHODS, "update": UPDATES, "internalization": INTERNALIZATIONS, "loss_type": LOSS_TYPES, "scale_rewards": SCALE_REWARDS, "dtype": DTYPES,
+                   "memory_policy": MEMORY_POLICIES, "retry_context": RETRY_CONTEXTS,
+                   "memory_scope": MEMORY_SCOPES, "reflection_scope": REFLECTION_SCOPES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")
@@ -168,6 +195,11 @@ class TrainConfig:
             raise ConfigError(f"temperature must be >= 0, got {self.temperature!r}.")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}.")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)!r}.")
+        if not self.value_coef >= 0:
+            raise ConfigError(f"value_coef must be >= 0, got {self.value_coef!r}.")
         if self.beta < 0:
             raise ConfigError(f"beta must be >= 0, got {self.beta!r}.")
         for name in ("seed", "train_seed_offset"):

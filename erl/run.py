@@ -80,11 +80,13 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | Non
     checkpoint = None
     if resume:
         saved = read_run_config(run_dir)
-        for name in ("env", "env_kwargs", "method", "model"):
-            if saved.get(name) != getattr(config, name):
+        # Runs saved before a field existed used its default.
+        defaults = {"update": "grpo"}
+        for name in ("env", "env_kwargs", "method", "model", "update"):
+            if saved.get(name, defaults.get(name)) != getattr(config, name):
                 raise RunError(
                     f"Cannot resume {run_dir} with {name}={getattr(config, name)!r}: the run was started with "
-                    f"{name}={saved.get(name)!r}. Resume with the same value or start a new run."
+                    f"{name}={saved.get(name, defaults.get(name))!r}. Resume with the same value or start a new run."
                 )
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
@@ -173,8 +175,13 @@ def truncate_metrics(path: Path, last_step: int) -> None:
 
 
 def train(config: TrainConfig, resume: bool = False,
-          on_step: Callable[[dict[str, Any]], None] | None = None) -> Path:
+          on_step: Callable[[dict[str, Any]], None] | None = None, callbacks: list[Any] | None = None) -> Path:
     """Train a model with ERL or the GRPO baseline; return the run directory.
+
+    Under ``accelerate launch`` every process calls this with the same configuration.
+    The main process creates the run directory and writes its files; the others train
+    in it. ``on_step`` runs on the main process only; ``callbacks`` (transformers
+    ``TrainerCallback`` objects) are added to the trainer on every process.
 
     Raises:
         ConfigError, RunError, erlgym.erl.models.ModelLoadError: with a message naming the fix.
@@ -191,7 +198,9 @@ def train(config: TrainConfig, resume: bool = False,
         except ImportError as error:
             raise ConfigError(
                 "--tensorboard needs the tensorboard package: pip install 'erlgym[tensorboard]'.") from error
-    run_dir, checkpoint = prepare_run_dir(config, resume)
+    state = _process_state()
+    main = state.is_main_process
+    run_dir, checkpoint = _prepare_shared_run_dir(config, resume, state)
     created = not resume
     try:
         dtype = resolve_dtype(config.dtype)
@@ -199,38 +208,70 @@ def train(config: TrainConfig, resume: bool = False,
         pool = EnvPool(config.env, config.env_kwargs)
         make_env_or_raise(config.env, config.env_kwargs, pool)
     except Exception:
-        if created:
+        if created and main:
             shutil.rmtree(run_dir, ignore_errors=True)
             if config.output_dir is None and not any(run_dir.parent.iterdir()):
                 run_dir.parent.rmdir()  # the default runs/ folder this call created
         raise
 
-    (run_dir / CONFIG_FILE).write_text(config.to_json())
-    previous = json.loads((run_dir / STATUS_FILE).read_text()) if (run_dir / STATUS_FILE).exists() else {}
-    write_status(run_dir, "running", versions=environment_versions(), error=None,
-                 resumed_from=str(checkpoint) if checkpoint else None)
+    status_file = run_dir / STATUS_FILE
+    previous = json.loads(status_file.read_text()) if main and status_file.exists() else {}
+    if main:
+        (run_dir / CONFIG_FILE).write_text(config.to_json())
+        write_status(run_dir, "running", versions=environment_versions(), error=None,
+                     resumed_from=str(checkpoint) if checkpoint else None, processes=state.num_processes)
     started = time.perf_counter()
     try:
-        steps_done, stop_reason = _train_in_run_dir(config, run_dir, checkpoint, loaded, pool, dtype, on_step)
+        steps_done, stop_reason = _train_in_run_dir(config, run_dir, checkpoint, loaded, pool, dtype, on_step,
+                                                    callbacks or [], state.num_processes)
     except BaseException as error:
         earlier = previous.get("train_seconds", 0.0) if checkpoint is not None else 0.0
         message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        write_status(run_dir, "failed" if not isinstance(error, KeyboardInterrupt) else "interrupted",
-                     error=message,
-                     train_seconds=round(earlier + time.perf_counter() - started, 1))
+        if main:
+            write_status(run_dir, "failed" if not isinstance(error, KeyboardInterrupt) else "interrupted",
+                         error=message,
+                         train_seconds=round(earlier + time.perf_counter() - started, 1))
         error.run_dir = run_dir  # so that the caller can name the run to resume
         raise
     finally:
         pool.close()
     # A resumed run adds its time to the time of the runs before it.
     train_seconds = previous.get("train_seconds", 0.0) if checkpoint is not None else 0.0
-    write_status(run_dir, "completed", train_seconds=round(train_seconds + time.perf_counter() - started, 1),
-                 steps=steps_done, stop_reason=stop_reason)
+    if main:
+        write_status(run_dir, "completed", train_seconds=round(train_seconds + time.perf_counter() - started, 1),
+                     steps=steps_done, stop_reason=stop_reason)
     return run_dir
 
 
+def _process_state() -> Any:
+    """The accelerate process state: one process, or those ``accelerate launch`` started."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not _has_accelerator())
+
+
+def _prepare_shared_run_dir(config: TrainConfig, resume: bool, state: Any) -> tuple[Path, Path | None]:
+    """Run :func:`prepare_run_dir` on the main process and give every process its result or its error."""
+    if state.num_processes == 1:
+        return prepare_run_dir(config, resume)
+    from accelerate.utils import broadcast_object_list
+
+    shared: list[Any] = [None, None, None]
+    if state.is_main_process:
+        try:
+            run_dir, checkpoint = prepare_run_dir(config, resume)
+            shared = [str(run_dir), str(checkpoint) if checkpoint else None, None]
+        except RunError as error:
+            shared = [None, None, str(error)]
+    broadcast_object_list(shared)
+    if shared[2] is not None:
+        raise RunError(shared[2])
+    return Path(shared[0]), Path(shared[1]) if shared[1] else None
+
+
 def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | None, loaded: Any, pool: Any,
-                      dtype: str, on_step: Callable[[dict[str, Any]], None] | None) -> tuple[int, str]:
+                      dtype: str, on_step: Callable[[dict[str, Any]], None] | None, callbacks: list[Any],
+                      num_processes: int) -> tuple[int, str]:
     """Build the trainer, train, and save the final model; return the steps done and why training stopped."""
     from peft import LoraConfig
     from transformers import PrinterCallback
@@ -238,14 +279,16 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
 
     from erlgym.erl.algorithm import StepSettings
     from erlgym.erl.memory import ReflectionMemory
+    from erlgym.erl.ppo import PPOSettings
     from erlgym.erl.rollout import GenerationConfig
     from erlgym.erl.trainer import MEMORY_FILE, ERLTrainer, MetricsFileCallback
 
     memory = ReflectionMemory(capacity=config.memory_size, threshold=config.memory_threshold,
-                              policy=config.memory_policy)
+                              policy=config.memory_policy, scope=config.memory_scope)
     if checkpoint is not None:
         if (checkpoint / MEMORY_FILE).exists():
             memory = ReflectionMemory.load(checkpoint / MEMORY_FILE)
+            memory.scope = config.memory_scope  # the scope only filters prompts, so a resumed run may change it
         truncate_records(run_dir, int(checkpoint.name.split("-")[-1]))
 
     group = config.rollouts_per_task
@@ -288,8 +331,9 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
         peft_config = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                                  target_modules="all-linear", task_type="CAUSAL_LM")
 
-    # Enough distinct task seeds that no task repeats within the run.
-    task_count = config.steps * config.tasks_per_step
+    # Enough distinct task seeds that no task repeats within the run; each process takes
+    # tasks_per_step tasks per step.
+    task_count = config.steps * config.tasks_per_step * num_processes
     task_seeds = list(range(config.train_seed_offset, config.train_seed_offset + task_count))
     metrics = MetricsFileCallback(run_dir / METRICS_FILE, on_step, max_tokens=config.max_generated_tokens,
                                   max_seconds=config.max_train_seconds)
@@ -297,21 +341,30 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
         pool=pool, task_seeds=task_seeds,
         settings=StepSettings(group_size=group, reflection=config.reflection,
                               reflection_max_new_tokens=config.reflection_max_new_tokens,
-                              scale_rewards=config.scale_rewards, drop_zero_advantage=config.beta == 0.0,
+                              scale_rewards=config.scale_rewards,
+                              # A zero group advantage carries no GRPO signal; under PPO every sample
+                              # has GAE advantages and trains the value head.
+                              drop_zero_advantage=config.beta == 0.0 and config.update == "grpo",
                               retry_context=config.retry_context, train_reflections=config.train_reflections,
-                              internalize=config.internalize),
+                              internalize=config.internalize,
+                              internalization=config.internalization, reflection_scope=config.reflection_scope),
         generation=GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                                     max_context_tokens=config.max_context_tokens),
         memory=memory, records_path=run_dir / SAMPLES_FILE,
         args=args, model=loaded.model, processing_class=loaded.tokenizer, peft_config=peft_config,
-        callbacks=[metrics], merged_rollouts=config.merged_rollouts,
+        callbacks=[metrics, *callbacks], merged_rollouts=config.merged_rollouts,
+        ppo=PPOSettings(gamma=config.gamma, gae_lambda=config.gae_lambda, value_coef=config.value_coef)
+        if config.update == "ppo" else None,
     )
+    if checkpoint is not None:
+        trainer.load_value_head(checkpoint)
     # With tqdm disabled, transformers prints every log dict; the CLI prints its own line per step.
     trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.save_model(str(run_dir / FINAL_DIR))
-    loaded.tokenizer.save_pretrained(run_dir / FINAL_DIR)
-    memory.save(run_dir / FINAL_DIR / MEMORY_FILE)
+    if trainer.accelerator.is_main_process:
+        loaded.tokenizer.save_pretrained(run_dir / FINAL_DIR)
+        memory.save(run_dir / FINAL_DIR / MEMORY_FILE)
     stop_reason = metrics.stop_reason or f"step limit: {trainer.state.global_step} steps"
     return trainer.state.global_step, stop_reason
 

@@ -25,19 +25,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 from datasets import Dataset
 from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import pad
 
-from erlgym.erl.algorithm import EnvPool, StepSettings, TrainingSample, collect_step
+from erlgym.erl.algorithm import DISTILLED_RETRY, INTERNALIZED_RETRY, EnvPool, StepSettings, TrainingSample, collect_step
+from erlgym.erl.config import ConfigError
 from erlgym.erl.memory import ReflectionMemory
+from erlgym.erl.ppo import LastHiddenStates, PPOSettings, ValueHead, completion_states, decoder_of, turn_gae, turn_starts
 from erlgym.erl.rollout import GenerationConfig, RolloutEngine
 
 logger = logging.getLogger(__name__)
 
 MEMORY_FILE = "erl_memory.json"
+VALUE_HEAD_FILE = "value_head.safetensors"
+DISTILL_TOP_K = 64
+"""Teacher tokens per position that self-distillation matches; the rest of the vocabulary is dropped."""
 
 
 class MetricsFileCallback(TrainerCallback):
@@ -73,15 +80,20 @@ class MetricsFileCallback(TrainerCallback):
             return
         record = {"step": state.global_step, "time/step_s": time.perf_counter() - self.step_started}
         record.update({key: value for key, value in logs.items() if isinstance(value, (int, float))})
-        # Every process decides on the logged (gathered) token count, so all stop together.
-        # NOTE: step seconds are measured per process, so a time budget across processes
-        # may stop them one step apart.
         self.total_tokens += record.get("tokens/generated_tokens", 0.0)
         self.total_seconds += record["time/step_s"]
         if self.max_tokens and self.total_tokens >= self.max_tokens:
             self.stop_reason = f"token budget: {int(self.total_tokens):,} of {self.max_tokens:,} tokens generated"
         elif self.max_seconds and self.total_seconds >= self.max_seconds:
             self.stop_reason = f"time budget: {self.total_seconds:.0f} of {self.max_seconds:g} s trained"
+        if args.world_size > 1 and (self.max_tokens or self.max_seconds):
+            # Step seconds are measured per process: the main process decides for all, so
+            # that no process enters a step the others skip.
+            from accelerate.utils import broadcast_object_list
+
+            decision = [self.stop_reason]
+            broadcast_object_list(decision)
+            self.stop_reason = decision[0]
         if self.stop_reason is not None:
             control.should_training_stop = True
         if not state.is_world_process_zero:
@@ -130,7 +142,8 @@ def trim_padding(batch: dict[str, Any]) -> dict[str, Any]:
     ``_to_batch`` pads a whole step to its longest sample; TRL then splits it into
     micro-batches that keep that width. Trimming each micro-batch to its own longest
     sample leaves the loss unchanged and skips the padded positions' forward and backward
-    passes. Every two-dimensional tensor as wide as the completions is trimmed with them.
+    passes. Every tensor whose second dimension is as wide as the completions is trimmed
+    with them.
     """
     prompt_used = batch["prompt_mask"].any(dim=0).nonzero()
     completion_used = batch["completion_mask"].any(dim=0).nonzero()
@@ -141,13 +154,27 @@ def trim_padding(batch: dict[str, Any]) -> dict[str, Any]:
         return batch
     trimmed = dict(batch)
     for key, value in batch.items():
-        if not isinstance(value, torch.Tensor) or value.dim() != 2:
+        if not isinstance(value, torch.Tensor) or value.dim() < 2:
             continue
         if key in ("prompt_ids", "prompt_mask"):
             trimmed[key] = value[:, prompt_start:]
         elif value.size(1) == width:
             trimmed[key] = value[:, :completion_end]
     return trimmed
+
+
+def _log_rest(top_logps: torch.Tensor) -> torch.Tensor:
+    """log(1 − Σ p) over the last dimension: the log-probability of every token outside the top k."""
+    return torch.log1p(-top_logps.exp().sum(-1).clamp(max=1.0 - 1e-6))
+
+
+def completion_log_softmax(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                           completion_mask: torch.Tensor) -> torch.Tensor:
+    """Full next-token log-probabilities at every completion position: (batch, completion width, vocabulary)."""
+    width = completion_ids.size(1)
+    outputs = model(input_ids=torch.cat([prompt_ids, completion_ids], dim=1),
+                    attention_mask=torch.cat([prompt_mask, completion_mask], dim=1), logits_to_keep=width + 1)
+    return torch.log_softmax(outputs.logits[:, :-1].float(), dim=-1)
 
 
 class ERLTrainer(GRPOTrainer):
@@ -160,13 +187,15 @@ class ERLTrainer(GRPOTrainer):
         generation: sampling settings for rollouts and reflections.
         memory: the reflection memory; restored from a checkpoint on resume.
         records_path: JSONL file that receives sample transcripts and reflections.
+        ppo: PPO settings; with them, advantages come from a value head and GAE over turns
+            (:mod:`erlgym.erl.ppo`) instead of group normalization.
         args, model, processing_class, peft_config, callbacks: as for GRPOTrainer.
     """
 
     def __init__(self, *, pool: EnvPool, task_seeds: list[int], settings: StepSettings,
                  generation: GenerationConfig, memory: ReflectionMemory, records_path: Path | None,
                  args: GRPOConfig, model, processing_class, peft_config=None, callbacks=None,
-                 merged_rollouts: bool = True):
+                 merged_rollouts: bool = True, ppo: PPOSettings | None = None):
         dataset = Dataset.from_dict({
             "prompt": [f"{pool.env_id} task {seed}" for seed in task_seeds],
             "task_seed": list(task_seeds),
@@ -187,6 +216,17 @@ class ERLTrainer(GRPOTrainer):
         self.engine = RolloutEngine(self.model if self.rollout_model is None else self.rollout_model,
                                     processing_class, generation)
         self.last_step_metrics: dict[str, float] = {}
+        self.ppo = ppo
+        self.value_head: ValueHead | None = None
+        if settings.internalization == "distill" and self.accelerator.num_processes > 1:
+            raise ConfigError(
+                "internalization 'distill' runs on one process: its loss needs a second forward pass, which "
+                "distributed data parallel does not allow before the backward pass. Use internalization 'reward' "
+                "or one process.")
+        if ppo is not None:
+            hidden_size = self.accelerator.unwrap_model(self.model).config.get_text_config().hidden_size
+            self.value_head = ValueHead(hidden_size).to(self.accelerator.device)
+            self.add_callback(_ValueHeadStep(self))
 
     def sync_rollout_model(self) -> None:
         """Copy the current policy into the rollout model (base weights plus merged LoRA deltas)."""
@@ -198,11 +238,40 @@ class ERLTrainer(GRPOTrainer):
         seeds = list(dict.fromkeys(int(row["task_seed"]) for row in inputs))  # unique, in order
         result = collect_step(self.engine, self.pool, seeds, self.memory, self.settings,
                               step=self.state.global_step + 1)
-        self.last_step_metrics = dict(result.metrics)
-        for name, value in result.metrics.items():
+        # Each process collects its own tasks, so every process logs the metrics reduced over all of them.
+        per_process = gather_object([(len(result.samples), dict(result.metrics))])
+        self.last_step_metrics = self._reduce_process_metrics([metrics for _, metrics in per_process])
+        for name, value in self.last_step_metrics.items():
             self._metrics["train"][name].append(value)
         self._write_records(result.records)
-        return self._to_batch(result.samples)
+
+        # TRL's loss gathers one value per batch row from every process, and all_gather needs
+        # equal shapes, so every process pads its batch to the largest sample count.
+        pad_id = self.processing_class.pad_token_id
+        empty = TrainingSample(kind="padding", task_seed=-1, prompt_ids=[pad_id], completion_ids=[pad_id],
+                               env_mask=[0], reward=0.0)
+        samples = list(result.samples)
+        samples.extend([empty] * (max(count for count, _ in per_process) - len(samples)))
+        return self._to_batch(samples)
+
+    @staticmethod
+    def _reduce_process_metrics(per_process: list[dict[str, float]]) -> dict[str, float]:
+        """Combine the step metrics of every process, given in process order, into one dict.
+
+        Counts (``tokens/*``, ``samples/*``, ``erl/num_reflections``, ``erl/memory_kept``) are
+        summed and every other metric is averaged. A metric that some processes lack (the
+        retry metrics exist only on steps with a failed attempt) is reduced over the
+        processes that have it. Keys come out sorted, and the reduction runs in process
+        order, so every process computes the same dict. One process's metrics come out
+        unchanged.
+        """
+        reduced = {}
+        for name in sorted(set().union(*per_process)):
+            values = [metrics[name] for metrics in per_process if name in metrics]
+            total = sum(values[1:], values[0])
+            counted = name.startswith(("tokens/", "samples/")) or name in ("erl/num_reflections", "erl/memory_kept")
+            reduced[name] = total if counted else total / len(values)
+        return reduced
 
     def _write_records(self, records: list[dict[str, Any]]) -> None:
         if self.records_path is None or not self.accelerator.is_main_process:
@@ -239,6 +308,10 @@ class ERLTrainer(GRPOTrainer):
                               padding_value=0, padding_side="right")
         env_mask = pad([torch.tensor(s.env_mask) for s in samples], padding_value=0, padding_side="right")
         advantages = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
+        # Distilled retries train through their own divergence loss, so TRL's loss skips them.
+        distilled = torch.tensor([s.kind == DISTILLED_RETRY for s in samples])
+        distill_mask = env_mask * distilled.unsqueeze(1)
+        env_mask = env_mask * ~distilled.unsqueeze(1)
 
         num_items_in_batch = self.accelerator.gather((completion_mask * env_mask).sum().to(device)).sum()
         batch = {
@@ -252,11 +325,146 @@ class ERLTrainer(GRPOTrainer):
         }
         if self.beta != 0.0:
             batch["ref_per_token_logps"] = self._reference_logps(batch)
+        if self.value_head is not None:
+            batch.update(self._ppo_targets(samples, batch))
+        if distilled.any():
+            batch["distill_mask"] = distill_mask.to(device)
+            batch["teacher_ids"], batch["teacher_logps"] = self._teacher_top_k(samples, batch)
         return batch
 
+    @torch.no_grad()
+    def _teacher_top_k(self, samples: list[TrainingSample], batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's top-k next-token log-probabilities over each distilled retry, with the reflection in its prompt.
+
+        Returns token ids and log-probabilities of shape (batch, completion width, k); rows
+        that are not distilled retries hold zeros.
+        """
+        width = batch["completion_ids"].size(1)
+        rows = [row for row, sample in enumerate(samples) if sample.kind == DISTILLED_RETRY]
+        pad_id = self.processing_class.pad_token_id
+        teacher_prompts = pad([torch.tensor(samples[row].teacher_prompt_ids) for row in rows],
+                              padding_value=pad_id, padding_side="left").to(self.accelerator.device)
+        prompt_mask = pad([torch.ones(len(samples[row].teacher_prompt_ids), dtype=torch.long) for row in rows],
+                          padding_value=0, padding_side="left").to(self.accelerator.device)
+        with self.accelerator.autocast():
+            logps = completion_log_softmax(self.model, teacher_prompts, prompt_mask, batch["completion_ids"][rows],
+                                           batch["completion_mask"][rows])
+        top_logps, top_ids = logps.topk(DISTILL_TOP_K, dim=-1)
+        ids = torch.zeros(len(samples), width, DISTILL_TOP_K, dtype=torch.long, device=top_ids.device)
+        values = torch.zeros(len(samples), width, DISTILL_TOP_K, device=top_logps.device)
+        ids[rows], values[rows] = top_ids, top_logps.float()
+        return ids, values
+
+    def _distill_loss(self, model, inputs: dict[str, Any]) -> torch.Tensor:
+        """KL(teacher ‖ policy) over the teacher's top-k tokens and the rest, averaged over distilled reply tokens.
+
+        The policy reads the retry without the reflection, so minimizing this moves its
+        token distributions toward those it has with the reflection in context.
+        """
+        mask = inputs["distill_mask"]
+        rows = mask.any(dim=1)
+        if not rows.any():
+            return torch.zeros((), device=mask.device)
+        with self.accelerator.autocast():
+            student = completion_log_softmax(model, inputs["prompt_ids"][rows], inputs["prompt_mask"][rows],
+                                             inputs["completion_ids"][rows], inputs["completion_mask"][rows])
+        student_top = student.float().gather(-1, inputs["teacher_ids"][rows])
+        teacher_top = inputs["teacher_logps"][rows]
+        per_token = (teacher_top.exp() * (teacher_top - student_top)).sum(-1)
+        # The tokens outside the teacher's top k form one more outcome, so the divergence is
+        # that of two distributions over k + 1 outcomes: 0 exactly when the policies agree.
+        teacher_rest = _log_rest(teacher_top)
+        per_token = per_token + teacher_rest.exp() * (teacher_rest - _log_rest(student_top))
+        token_mask = mask[rows].float()
+        kl = (per_token * token_mask).sum() / token_mask.sum().clamp(min=1.0)
+        self._metrics["train"]["distill/kl"].append(float(kl.detach()))
+        return kl
+
+    @torch.no_grad()
+    def _ppo_targets(self, samples: list[TrainingSample], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-token advantages by GAE over turns, and the value targets at each turn's start.
+
+        First attempts, retries and reflections (one turn) get GAE advantages, whitened over
+        their reply tokens. Internalized retries keep their reward as a constant weight:
+        they are supervised toward the retry, not scored by the value head. Returns
+        ``advantages`` (batch × completion width), ``returns`` and ``value_mask`` (1 where a
+        turn starts, so where the value loss reads the head).
+        """
+        prompt_width, width = batch["prompt_ids"].size(1), batch["completion_ids"].size(1)
+        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        with LastHiddenStates(decoder_of(self.accelerator.unwrap_model(self.model))) as capture:
+            self._get_per_token_logps_and_entropies(self.model, input_ids, attention_mask, width,
+                                                    batch_size=self.args.per_device_train_batch_size)
+        values = self.value_head(completion_states(capture.stacked(), prompt_width, width)).float().cpu()
+
+        advantages = torch.zeros(len(samples), width)
+        returns = torch.zeros(len(samples), width)
+        value_mask = torch.zeros(len(samples), width)
+        scored = torch.zeros(len(samples), width, dtype=torch.bool)
+        for row, sample in enumerate(samples):
+            if sample.kind == "padding":
+                continue
+            if sample.kind in (INTERNALIZED_RETRY, DISTILLED_RETRY):
+                advantages[row, : len(sample.completion_ids)] = sample.advantage
+                continue
+            starts = turn_starts(sample.env_mask)
+            turn_advantages, turn_returns = turn_gae([float(values[row, j]) for j in starts], sample.reward,
+                                                     self.ppo.gamma, self.ppo.gae_lambda)
+            for start, end, advantage, target in zip(starts, starts[1:] + [len(sample.completion_ids)],
+                                                     turn_advantages, turn_returns):
+                advantages[row, start:end] = advantage
+                returns[row, start] = target
+                value_mask[row, start] = 1.0
+            scored[row, : len(sample.env_mask)] = torch.tensor(sample.env_mask, dtype=torch.bool)
+        if scored.sum() > 1:
+            selected = advantages[scored]
+            advantages[scored] = (selected - selected.mean()) / (selected.std() + 1e-8)
+        turn_starts_mask = value_mask.bool()
+        sums = torch.tensor([values[turn_starts_mask].sum(), returns[turn_starts_mask].sum(), turn_starts_mask.sum()],
+                            device=self.accelerator.device)
+        value_sum, return_sum, count = self.accelerator.reduce(sums, reduction="sum").tolist()
+        self._metrics["train"]["ppo/value_mean"].append(value_sum / max(count, 1.0))
+        self._metrics["train"]["ppo/return_mean"].append(return_sum / max(count, 1.0))
+        device = self.accelerator.device
+        return {"advantages": advantages.to(device), "returns": returns.to(device), "value_mask": value_mask.to(device)}
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        return super().compute_loss(model, trim_padding(inputs), return_outputs=return_outputs,
-                                    num_items_in_batch=num_items_in_batch)
+        inputs = trim_padding(inputs)
+        if self.value_head is None:
+            loss = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+            if "distill_mask" in inputs:
+                loss = loss + self._distill_loss(model, inputs) / self.current_gradient_accumulation_steps
+            return loss
+        # The value head reads the decoder output of the policy loss's own forward pass.
+        with LastHiddenStates(decoder_of(self.accelerator.unwrap_model(model))) as capture:
+            loss = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        values = self.value_head(completion_states(capture.stacked(), inputs["prompt_ids"].size(1),
+                                                   inputs["completion_ids"].size(1)))
+        mask = inputs["value_mask"]
+        value_loss = 0.5 * (((values - inputs["returns"]) ** 2) * mask).sum() / mask.sum().clamp(min=1.0)
+        self._metrics["train"]["ppo/value_loss"].append(
+            float(self.accelerator.reduce(value_loss.detach(), reduction="mean")))
+        loss = loss + self.ppo.value_coef * value_loss / self.current_gradient_accumulation_steps
+        if "distill_mask" in inputs:
+            loss = loss + self._distill_loss(model, inputs) / self.current_gradient_accumulation_steps
+        return loss
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.value_head is not None:
+            optimizer.add_param_group({"params": list(self.value_head.parameters()), "weight_decay": 0.0})
+        return optimizer
+
+    def load_value_head(self, checkpoint: Path) -> bool:
+        """Restore the value head saved in ``checkpoint``; return whether the file was there."""
+        path = checkpoint / VALUE_HEAD_FILE
+        if self.value_head is None or not path.exists():
+            return False
+        self.value_head.load_state_dict(load_file(str(path), device=str(self.accelerator.device)))
+        return True
 
     @torch.no_grad()
     def _reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -282,3 +490,29 @@ class ERLTrainer(GRPOTrainer):
             checkpoint = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
             if checkpoint.is_dir():
                 self.memory.save(checkpoint / MEMORY_FILE)
+                if self.value_head is not None:
+                    save_file({name: tensor.detach().contiguous().cpu()
+                               for name, tensor in self.value_head.state_dict().items()},
+                              str(checkpoint / VALUE_HEAD_FILE))
+
+
+class _ValueHeadStep(TrainerCallback):
+    """Prepare and finish the value head's part of each optimizer step.
+
+    The value head lives outside the model the Trainer wraps, so neither gradient
+    averaging across processes, gradient clipping nor ``model.zero_grad`` reaches it.
+    """
+
+    def __init__(self, trainer: ERLTrainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        parameters = [p for p in self.trainer.value_head.parameters() if p.grad is not None]
+        if self.trainer.accelerator.num_processes > 1:
+            for parameter in parameters:
+                parameter.grad = self.trainer.accelerator.reduce(parameter.grad, reduction="mean")
+        if parameters and args.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.value_head.zero_grad(set_to_none=True)

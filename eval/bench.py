@@ -41,6 +41,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "erl-attempt-retry": {"method": "erl", "retry_context": "attempt"},
     "erl-no-memory": {"method": "erl", "memory_size": 0},
     "erl-top-memory": {"method": "erl", "memory_policy": "top"},
+    "erl-rulebook": {"method": "erl", "reflection_scope": "batch"},
+    "erl-task-memory": {"method": "erl", "memory_scope": "task"},
+    "ppo": {"method": "grpo", "update": "ppo"},
+    "erl-ppo": {"method": "erl", "update": "ppo"},
+    "erl-distill": {"method": "erl", "internalization": "distill"},
 }
 """Names ``--methods`` accepts, with the training fields each sets on top of the base configuration.
 
@@ -49,6 +54,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
 - ``erl-attempt-retry``: a retry starts with the failed attempt and its feedback, not a reflection.
 - ``erl-no-memory``: no reflections are kept.
 - ``erl-top-memory``: the memory keeps the reflections with the highest retry reward.
+- ``erl-rulebook``: one rulebook per step, written from a batch of attempts, guides every retry.
+- ``erl-task-memory``: a reflection prompt shows only the kept reflections from the same task.
+- ``ppo``, ``erl-ppo``: first attempts only, and ERL, with PPO advantages (a value head and GAE
+  over turns). ``erl`` and ``grpo`` use the base configuration's ``--update``.
+- ``erl-distill``: successful retries are internalized by self-distillation toward the
+  reflection-conditioned policy's token distributions instead of reward-weighted training.
 """
 
 

@@ -17,13 +17,25 @@ from erlgym.erl.algorithm import (
     TRAJECTORY_KINDS,
     EnvPool,
     StepSettings,
+    DISTILLED_RETRY,
     collect_step,
     group_advantages,
+    rulebook_advantage,
 )
 from erlgym.erl.memory import MemoryItem, ReflectionMemory
 from erlgym.erl.models import load_model
-from erlgym.erl.prompts import ATTEMPT_NOTE_HEADER, REFLECTION_SYSTEM_PROMPT, RETRY_NOTE_HEADER, format_retry_note
-from erlgym.erl.rollout import GenerationConfig, RolloutEngine
+from erlgym.erl.prompts import (
+    ATTEMPT_NOTE_HEADER,
+    REFLECTION_SYSTEM_PROMPT,
+    RETRY_NOTE_HEADER,
+    RULEBOOK_MAX_FAILED,
+    RULEBOOK_NOTE_HEADER,
+    RULEBOOK_SYSTEM_PROMPT,
+    format_retry_note,
+    format_rulebook_note,
+    select_rulebook_attempts,
+)
+from erlgym.erl.rollout import Episode, GenerationConfig, RolloutEngine
 from tiny_model import ACTION_ENV_ID, ACTION_ENV_KWARGS
 
 TASK_SEEDS = [100, 101, 102]
@@ -122,7 +134,8 @@ def test_env_pool_reuses_envs():
 def test_erl_step_has_every_kind(erl_step):
     result, _ = erl_step
 
-    assert {sample.kind for sample in result.samples} == set(TRAJECTORY_KINDS)
+    # Internalization by reward (the default) makes internalized retries, not distilled ones.
+    assert {sample.kind for sample in result.samples} == set(TRAJECTORY_KINDS) - {DISTILLED_RETRY}
 
 
 def test_erl_step_mixed_outcomes(erl_step):
@@ -430,3 +443,229 @@ def test_internalization_off_drops_internalized_retries(action_model):
     assert of_kind(with_internalization.samples, INTERNALIZED_RETRY)
     assert not of_kind(without.samples, INTERNALIZED_RETRY)
     assert of_kind(without.samples, RETRY)
+
+
+def test_task_scope_is_the_default(action_model):
+    default = ablation_step(action_model)
+    task_scope = ablation_step(action_model, reflection_scope="task")
+
+    assert task_scope.samples == default.samples
+    assert len(of_kind(task_scope.samples, REFLECTION)) == len(of_kind(task_scope.samples, RETRY)) > 1
+
+
+# ---------------------------------------------------------------- memory scope
+
+
+def test_task_memory_scope_filters_prompts(action_model):
+    torch.manual_seed(0)
+    memory = ReflectionMemory(capacity=4, threshold=THRESHOLD, scope="task")
+    memory.offer(MemoryItem("Advice for task 100.", task_seed=100, retry_reward=1.0, step=0))
+    memory.offer(MemoryItem("Advice for task 7.", task_seed=7, retry_reward=1.0, step=0))
+    pool = EnvPool(ACTION_ENV_ID, ACTION_ENV_KWARGS)
+    settings = StepSettings(group_size=GROUP, reflection_max_new_tokens=10, drop_zero_advantage=False)
+
+    result = collect_step(make_engine(action_model), pool, TASK_SEEDS, memory, settings, step=2)
+    prompts = [(sample.task_seed, action_model.tokenizer.decode(sample.prompt_ids))
+               for sample in of_kind(result.samples, REFLECTION)]
+
+    # Precondition: reflections on task 100 and on another task.
+    assert {seed for seed, _ in prompts} >= {100, 101}
+    for seed, prompt in prompts:
+        assert "Advice for task 7." not in prompt
+        assert ("Advice that helped on earlier tasks:\n- Advice for task 100." in prompt) == (seed == 100)
+        assert ("Advice that helped on earlier tasks" in prompt) == (seed == 100)
+
+
+# ---------------------------------------------------------------- rulebook (batch reflection scope)
+
+
+def attempt(seed: int, reward: float, replies: tuple[str, ...] = ("Action: Right",)) -> Episode:
+    return Episode(env=None, seed=seed, messages=[], prompt_ids=[], first_observation=f"map of task {seed}",
+                   replies=list(replies), reward=reward, success=reward >= 1.0,
+                   feedback="Succeeded." if reward >= 1.0 else "Failed: fell into a hole.")
+
+
+def rulebook_text_of(result, tokenizer) -> str:
+    (rulebook,) = of_kind(result.samples, REFLECTION)
+    return tokenizer.decode(rulebook.completion_ids, skip_special_tokens=True).strip()
+
+
+@pytest.fixture(scope="module")
+def rulebook_step(action_model):
+    """One ERL step with one rulebook for the step; the memory keeps every rulebook."""
+    torch.manual_seed(0)
+    memory = ReflectionMemory(capacity=32, threshold=0.0)
+    pool = EnvPool(ACTION_ENV_ID, ACTION_ENV_KWARGS)
+    settings = StepSettings(group_size=GROUP, reflection=True, reflection_max_new_tokens=10,
+                            drop_zero_advantage=False, reflection_scope="batch")
+    result = collect_step(make_engine(action_model), pool, TASK_SEEDS, memory, settings, step=1)
+    pool.close()
+    return result, memory
+
+
+def test_rulebook_step_writes_one_reflection(rulebook_step, action_model):
+    result, _ = rulebook_step
+    failed = [sample for sample in of_kind(result.samples, FIRST_ATTEMPT) if sample.reward < 1.0]
+    reflections = of_kind(result.samples, REFLECTION)
+
+    assert len(failed) > 1
+    assert len(reflections) == 1
+    assert result.metrics["erl/num_reflections"] == 1
+    assert result.metrics["tokens/reflection_tokens"] == len(reflections[0].completion_ids)
+    assert len(of_kind(result.samples, RETRY)) == len(failed)
+    assert RULEBOOK_SYSTEM_PROMPT in action_model.tokenizer.decode(reflections[0].prompt_ids)
+
+
+def test_rulebook_in_every_retry_note(rulebook_step, action_model):
+    result, _ = rulebook_step
+    tokenizer = action_model.tokenizer
+    rulebook = rulebook_text_of(result, tokenizer)
+    retries = of_kind(result.samples, RETRY)
+
+    assert rulebook
+    for retry in retries:
+        prompt = tokenizer.decode(retry.prompt_ids)
+        assert format_rulebook_note(rulebook) in prompt
+        assert RETRY_NOTE_HEADER not in prompt
+
+
+def test_rulebook_prompt_caps_attempts(rulebook_step, action_model):
+    result, _ = rulebook_step
+    failed = [sample for sample in of_kind(result.samples, FIRST_ATTEMPT) if sample.reward < 1.0]
+    prompt = action_model.tokenizer.decode(of_kind(result.samples, REFLECTION)[0].prompt_ids)
+
+    assert len(failed) > RULEBOOK_MAX_FAILED
+    assert prompt.count("Failed attempt ") == RULEBOOK_MAX_FAILED
+    assert prompt.count("Successful attempt, for contrast:") == 1
+
+
+def test_rulebook_advantage_from_step(rulebook_step):
+    result, _ = rulebook_step
+    first = of_kind(result.samples, FIRST_ATTEMPT)
+    retries = of_kind(result.samples, RETRY)
+    (rulebook,) = of_kind(result.samples, REFLECTION)
+    task_mean = {seed: np.mean([sample.reward for sample in first if sample.task_seed == seed]) for seed in TASK_SEEDS}
+    expected = np.mean([retry.reward - task_mean[retry.task_seed] for retry in retries])
+
+    assert rulebook.reward == pytest.approx(np.mean([retry.reward for retry in retries]))
+    assert rulebook.advantage == pytest.approx(expected)
+    assert rulebook.advantage != 0.0
+
+
+def test_rulebook_retries_keep_group_advantages(rulebook_step):
+    result, _ = rulebook_step
+    retries = of_kind(result.samples, RETRY)
+
+    for seed in {sample.task_seed for sample in retries}:
+        group = [sample for sample in retries if sample.task_seed == seed]
+        expected = group_advantages([sample.reward for sample in group])
+        assert [sample.advantage for sample in group] == pytest.approx(expected)
+
+
+def test_rulebook_enters_memory_once(rulebook_step, action_model):
+    result, memory = rulebook_step
+    (rulebook,) = of_kind(result.samples, REFLECTION)
+
+    assert memory.texts() == [rulebook_text_of(result, action_model.tokenizer)]
+    assert memory.items[0].retry_reward == pytest.approx(rulebook.reward)
+    assert memory.items[0].task_seed == rulebook.task_seed
+    assert result.metrics["erl/memory_kept"] == 1
+
+
+def test_rulebook_below_threshold_not_kept(action_model):
+    torch.manual_seed(0)
+    memory = ReflectionMemory(capacity=32, threshold=THRESHOLD)
+    pool = EnvPool(ACTION_ENV_ID, ACTION_ENV_KWARGS)
+    settings = StepSettings(group_size=GROUP, reflection_max_new_tokens=10, drop_zero_advantage=False,
+                            reflection_scope="batch")
+
+    result = collect_step(make_engine(action_model), pool, TASK_SEEDS, memory, settings, step=1)
+    (rulebook,) = of_kind(result.samples, REFLECTION)
+
+    # Precondition: some retries failed, so the mean retry reward is below 1.0.
+    assert rulebook.reward < THRESHOLD
+    assert len(memory) == 0
+    assert result.metrics["erl/memory_kept"] == 0
+
+
+def test_rulebook_records_every_retry(rulebook_step, action_model):
+    result, _ = rulebook_step
+    records = [record for record in result.records if record["kind"] == REFLECTION]
+    retries = of_kind(result.samples, RETRY)
+    rulebook = rulebook_text_of(result, action_model.tokenizer)
+
+    assert len(records) == len(retries)
+    assert all(record["reflection"] == rulebook for record in records)
+    assert [record["retry_reward"] for record in records] == [retry.reward for retry in retries]
+
+
+def test_untrained_rulebook_still_guides_retries(action_model):
+    result = ablation_step(action_model, reflection_scope="batch", train_reflections=False)
+    retries = of_kind(result.samples, RETRY)
+
+    assert not of_kind(result.samples, REFLECTION)
+    assert result.metrics["erl/num_reflections"] == 1
+    assert retries
+    assert all(RULEBOOK_NOTE_HEADER in action_model.tokenizer.decode(retry.prompt_ids) for retry in retries)
+
+
+def test_attempt_context_ignores_rulebook_scope(action_model):
+    result = ablation_step(action_model, retry_context="attempt", reflection_scope="batch")
+    retries = of_kind(result.samples, RETRY)
+
+    assert retries
+    assert result.metrics["erl/num_reflections"] == 0
+    assert all(ATTEMPT_NOTE_HEADER in action_model.tokenizer.decode(retry.prompt_ids) for retry in retries)
+
+
+@pytest.mark.parametrize("first_rewards, retry_rewards, sign", [
+    ({1: [1.0, 0.0, 0.0], 2: [0.0, 0.0]}, [0.0, 0.0, 0.0, 0.0], -1),  # retries all fail, a task had a success
+    ({1: [0.0, 0.0], 2: [0.0, 0.0]}, [0.0, 0.0, 0.0, 0.0], 0),  # retries all fail, and no first attempt succeeded
+    ({1: [1.0, 0.0, 0.0], 2: [0.0, 0.0]}, [1.0, 1.0, 1.0, 1.0], 1),  # retries all succeed
+    ({1: [1.0, 1.0, 0.0], 2: [1.0, 0.0]}, [0.0, 1.0], -1),  # one of two retries succeeds, below the tasks' rates
+    ({1: [1.0, 0.0, 0.0], 2: [0.0, 0.0]}, [1.0, 0.0, 1.0, 0.0], 1),  # half the retries succeed
+])
+def test_rulebook_advantage_sign(first_rewards, retry_rewards, sign):
+    first_by_task = {seed: [attempt(seed, reward) for reward in rewards] for seed, rewards in first_rewards.items()}
+    failed_seeds = [seed for seed, rewards in first_rewards.items() for reward in rewards if reward < 1.0]
+    retries = [attempt(seed, reward) for seed, reward in zip(failed_seeds, retry_rewards)]
+
+    advantage = rulebook_advantage(retries, first_by_task)
+
+    assert np.sign(advantage) == sign
+
+
+def test_rulebook_advantage_value():
+    first_by_task = {1: [attempt(1, 1.0), attempt(1, 0.0)], 2: [attempt(2, 0.0), attempt(2, 0.0)]}
+    retries = [attempt(1, 1.0), attempt(2, 0.0), attempt(2, 1.0)]
+
+    # Baselines: task 1 averages 0.5, task 2 averages 0.0.
+    assert rulebook_advantage(retries, first_by_task) == pytest.approx((0.5 + 0.0 + 1.0) / 3)
+
+
+def test_rulebook_attempts_cover_tasks_first():
+    first = [attempt(1, 0.0), attempt(1, 0.0), attempt(1, 0.0), attempt(2, 1.0), attempt(2, 0.0),
+             attempt(3, 0.0), attempt(3, 1.0)]
+
+    failed, success = select_rulebook_attempts(first, max_failed=4)
+
+    assert [episode.seed for episode in failed] == [1, 2, 3, 1]
+    assert all(not episode.success for episode in failed)
+    assert success is first[3]
+
+
+def test_rulebook_attempts_without_success():
+    first = [attempt(1, 0.0), attempt(2, 0.0)]
+
+    failed, success = select_rulebook_attempts(first, max_failed=4)
+
+    assert failed == first
+    assert success is None
+
+
+def test_rulebook_success_prefers_shown_task():
+    first = [attempt(1, 1.0), attempt(2, 0.0), attempt(2, 1.0)]
+
+    _, success = select_rulebook_attempts(first, max_failed=4)
+
+    assert success is first[2]

@@ -156,7 +156,7 @@ def test_bench_other_settings_rejected(bench, action_model_dir):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"methods": ("erl", "ppo")}, "--methods must list methods from erl, grpo, erl-no-internalize"),
+    ({"methods": ("erl", "a2c")}, "--methods must list methods from erl, grpo, erl-no-internalize"),
     ({"methods": ("erl", "erl")}, "lists a method twice"),
     ({"methods": ("erl",)}, "--baseline 'grpo' is not among"),
     ({"seeds": 0}, "--seeds must be a positive integer"),
@@ -212,6 +212,40 @@ def test_bench_variant_sets_its_fields(action_model_dir, tmp_path):
     assert (attempt.method, attempt.retry_context) == ("erl", "attempt")
     assert (no_memory.method, no_memory.memory_size) == ("erl", 0)
     assert config.run_config("grpo", 0, tmp_path / "run").method == "grpo"
+
+
+def test_bench_scope_variants_set_fields(action_model_dir, tmp_path):
+    config = tiny_bench(action_model_dir, tmp_path / "bench", methods=("erl-rulebook", "erl-task-memory", "grpo"))
+
+    rulebook = config.validate().run_config("erl-rulebook", 0, tmp_path / "run")
+    task_memory = config.run_config("erl-task-memory", 0, tmp_path / "run")
+
+    assert (rulebook.method, rulebook.reflection_scope, rulebook.memory_scope) == ("erl", "batch", "global")
+    assert (task_memory.method, task_memory.reflection_scope, task_memory.memory_scope) == ("erl", "task", "task")
+
+
+def test_bench_runs_scope_variants(action_model_dir, tmp_path):
+    """Both variants train through ``erlgym train``: one rulebook per step, and a memory saved with its scope."""
+    out = tmp_path / "bench"
+    config = tiny_bench(action_model_dir, out, methods=("erl-rulebook", "erl-task-memory"),
+                        baseline="erl-task-memory", seeds=1)
+
+    run_bench(config)
+    rulebook_run = out / "runs" / "erl-rulebook-seed0"
+    task_memory_run = out / "runs" / "erl-task-memory-seed0"
+    records = [json.loads(line) for line in (rulebook_run / "samples.jsonl").read_text().splitlines()]
+    reflections = [record for record in records if record["kind"] == "reflection"]
+    metrics = [json.loads(line) for line in (rulebook_run / "metrics.jsonl").read_text().splitlines()]
+
+    assert json.loads((rulebook_run / "run.json").read_text())["status"] == "completed"
+    assert json.loads((task_memory_run / "run.json").read_text())["status"] == "completed"
+    # Precondition: some step had a failed first attempt, so it wrote a rulebook.
+    assert reflections
+    for step in {record["step"] for record in reflections}:
+        assert len({record["reflection"] for record in reflections if record["step"] == step}) == 1
+    assert all(record["erl/num_reflections"] <= 1 for record in metrics)
+    assert json.loads((task_memory_run / "final" / "erl_memory.json").read_text())["scope"] == "task"
+    assert json.loads((rulebook_run / "final" / "erl_memory.json").read_text())["scope"] == "global"
 
 
 def test_bench_reevaluates_corrupt_evaluation(bench, action_model_dir):

@@ -68,7 +68,15 @@ def test_negative_seed_rejected(field):
 @pytest.mark.parametrize("field, value, allowed", [
     ("memory_policy", "oldest", "latest, top"),
     ("retry_context", "feedback", "reflection, attempt"),
+    ("memory_scope", "stream", "global, task"),
+    ("reflection_scope", "step", "task, batch"),
 ])
 def test_unknown_choice_rejected(field, value, allowed):
     with pytest.raises(ConfigError, match=f"{field} must be one of {allowed}, got '{value}'"):
         TrainConfig(**{field: value}).validate()
+
+
+def test_scope_defaults_and_choices():
+    assert (TrainConfig().memory_scope, TrainConfig().reflection_scope) == ("global", "task")
+    config = TrainConfig(memory_scope="task", reflection_scope="batch").validate()
+    assert (config.memory_scope, config.reflection_scope) == ("task", "batch")

@@ -1,10 +1,13 @@
-"""Tests of the reflection memory: threshold, capacity and the JSON file."""
+"""Tests of the reflection memory: threshold, capacity, scope and the JSON file."""
 
 import json
 
 import pytest
 
 from erlgym.erl.memory import MemoryItem, ReflectionMemory
+from erlgym.erl.run import train
+from erlgym.erl.trainer import MEMORY_FILE
+from tiny_model import tiny_train_config
 
 
 def item(text: str, reward: float, seed: int = 0, step: int = 1) -> MemoryItem:
@@ -148,3 +151,80 @@ def test_policy_survives_save_and_load(tmp_path):
 def test_unknown_policy_rejected():
     with pytest.raises(ValueError, match="memory policy must be one of latest, top"):
         ReflectionMemory(policy="oldest")
+
+
+def test_task_scope_filters_by_seed():
+    memory = ReflectionMemory(capacity=4, threshold=0.0, scope="task")
+    memory.offer(item("for task 1", 1.0, seed=1))
+    memory.offer(item("for task 2", 1.0, seed=2))
+    memory.offer(item("also for task 1", 1.0, seed=1))
+
+    assert memory.texts([1]) == ["for task 1", "also for task 1"]
+    assert memory.texts([2]) == ["for task 2"]
+    assert memory.texts([3]) == []
+    assert memory.texts({1, 2}) == ["for task 1", "for task 2", "also for task 1"]
+    assert memory.texts() == ["for task 1", "for task 2", "also for task 1"]
+
+
+def test_global_scope_ignores_seeds():
+    memory = ReflectionMemory(capacity=4, threshold=0.0)
+    memory.offer(item("for task 1", 1.0, seed=1))
+    memory.offer(item("for task 2", 1.0, seed=2))
+
+    assert memory.scope == "global"
+    assert memory.texts([3]) == ["for task 1", "for task 2"]
+
+
+def test_task_scope_shares_capacity():
+    memory = ReflectionMemory(capacity=2, threshold=0.0, scope="task")
+    memory.offer(item("for task 1", 1.0, seed=1))
+    memory.offer(item("for task 2", 1.0, seed=2))
+    memory.offer(item("for task 3", 1.0, seed=3))
+
+    assert len(memory) == 2
+    assert memory.texts([1]) == []
+    assert memory.texts([3]) == ["for task 3"]
+
+
+def test_scope_survives_save_and_load(tmp_path):
+    memory = ReflectionMemory(capacity=3, threshold=0.5, scope="task")
+    memory.offer(item("advice", 1.0, seed=4))
+    memory.save(tmp_path / "memory.json")
+
+    loaded = ReflectionMemory.load(tmp_path / "memory.json")
+
+    assert loaded.scope == "task"
+    assert json.loads((tmp_path / "memory.json").read_text())["scope"] == "task"
+    assert loaded.texts([4]) == ["advice"]
+    assert loaded.texts([5]) == []
+
+
+def test_load_file_without_scope(tmp_path):
+    """A memory file written before scopes existed has no ``scope`` or ``policy`` key."""
+    path = tmp_path / "memory.json"
+    path.write_text(json.dumps({"capacity": 2, "threshold": 1.0, "items": [
+        {"text": "go right", "task_seed": 4, "retry_reward": 1.0, "step": 5}]}))
+
+    loaded = ReflectionMemory.load(path)
+
+    assert loaded.scope == "global"
+    assert loaded.policy == "latest"
+    assert loaded.texts([9]) == ["go right"]
+
+
+def test_unknown_scope_rejected():
+    with pytest.raises(ValueError, match="memory scope must be one of global, task, got 'stream'"):
+        ReflectionMemory(scope="stream")
+
+
+def test_resumed_run_takes_config_scope(action_model_dir, tmp_path):
+    """A run resumed with another memory scope filters with the new scope; the saved one is only a record."""
+    run_dir = tmp_path / "run"
+    train(tiny_train_config(action_model_dir, output_dir=str(run_dir), steps=1))
+    checkpoint_memory = ReflectionMemory.load(run_dir / "checkpoints" / "checkpoint-1" / MEMORY_FILE)
+
+    train(tiny_train_config(action_model_dir, output_dir=str(run_dir), steps=2, memory_scope="task"), resume=True)
+    final_memory = ReflectionMemory.load(run_dir / "final" / MEMORY_FILE)
+
+    assert checkpoint_memory.scope == "global"
+    assert final_memory.scope == "task"
