@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = add_command("train", help="Train a model with ERL or the GRPO baseline.",
                         description="Train a model with ERL (--method erl) or the GRPO baseline (--method grpo).")
-    train.add_argument("--config", type=Path, help="JSON file of TrainConfig fields, or a preset name (cpu-frozenlake, "
-                                                   "cpu-sokoban, cpu-quick-frozenlake); options given here override it.")
+    train.add_argument("--config", type=Path, help=f"JSON file of TrainConfig fields, or a preset name "
+                                                   f"({', '.join(preset_names())}); options given here override it.")
     train.add_argument("--resume", action="store_true", help="Continue the run in --output-dir from its last checkpoint.")
     _add_config_options(train)
 
@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--baseline", default="grpo", help="Method the others are compared with (default: grpo).")
     bench.add_argument("--out", type=Path, default=None,
                        help="Bench folder (default: benches/<env>-<budget>); rerunning with it continues the bench.")
-    bench.add_argument("--config", type=Path, help="JSON file of TrainConfig fields, or a preset name (cpu-frozenlake, "
-                                                   "cpu-sokoban, cpu-quick-frozenlake); options given here override it.")
+    bench.add_argument("--config", type=Path, help=f"JSON file of TrainConfig fields, or a preset name "
+                                                   f"({', '.join(preset_names())}); options given here override it.")
     _add_config_options(bench, exclude=BENCH_OWNED_FIELDS)
 
     play = add_command("play", help="Play an environment in the terminal with the text the model sees.")
