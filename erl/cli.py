@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shlex
 import sys
 import time
 from importlib.metadata import version
@@ -176,10 +177,12 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
         values = read_config_file(args.config)
     if args.resume and args.output_dir is None and "output_dir" not in values:
         raise UsageError("--resume needs --output-dir RUN_DIR naming the run to continue.")
-    if args.resume and args.config is None:
+    if args.resume:
         from erlgym.erl.run import read_run_config
 
-        values = read_run_config(Path(args.output_dir))
+        # The run's saved configuration, then the --config file, then the command line.
+        run_dir = Path(args.output_dir if args.output_dir is not None else values["output_dir"])
+        values = {**read_run_config(run_dir), **values}
     return TrainConfig.from_dict(with_options(values, args)).validate()
 
 
@@ -234,7 +237,7 @@ def run_bench(args: argparse.Namespace) -> int:
     out = args.out or Path("benches") / f"{train_config.env.split('/')[-1]}-{args.budget}"
     config = BenchConfig(out=str(out), train=train_config, methods=tuple(args.methods.split(",")), seeds=args.seeds,
                          budget=args.budget, budget_value=args.budget_value, episodes=args.episodes,
-                         baseline=args.baseline, command="erlgym " + " ".join(sys.argv[1:]))
+                         baseline=args.baseline, command=shlex.join(["erlgym", *sys.argv[1:]]))
     config.validate()
     console.print("[bold]erlgym bench[/bold]", escape(
         f"{train_config.env} methods={args.methods} seeds={args.seeds} budget={args.budget} out={out}"))

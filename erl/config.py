@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,10 +199,13 @@ class TrainConfig:
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)!r}.")
-        if not self.value_coef >= 0:
-            raise ConfigError(f"value_coef must be >= 0, got {self.value_coef!r}.")
-        if self.beta < 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta!r}.")
+        for name in ("value_coef", "beta"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}.")
+        if not 0 < self.max_grad_norm < math.inf:
+            raise ConfigError(f"max_grad_norm must be a finite number > 0, got {self.max_grad_norm!r}.")
+        if not -math.inf < self.memory_threshold < math.inf:
+            raise ConfigError(f"memory_threshold must be a finite number, got {self.memory_threshold!r}.")
         for name in ("seed", "train_seed_offset"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}.")

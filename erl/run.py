@@ -39,6 +39,9 @@ METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_DIR = "final"
+RESUME_MAY_CHANGE = frozenset({"steps", "max_generated_tokens", "max_train_seconds", "save_every",
+                               "keep_checkpoints", "tensorboard", "output_dir", "merged_rollouts", "micro_batches"})
+"""Fields a resumed run may set differently: the budget, checkpointing, logging, and memory use."""
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -81,13 +84,17 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | Non
     if resume:
         saved = read_run_config(run_dir)
         # Runs saved before a field existed used its default.
-        defaults = {"update": "grpo"}
-        for name in ("env", "env_kwargs", "method", "model", "update"):
-            if saved.get(name, defaults.get(name)) != getattr(config, name):
-                raise RunError(
-                    f"Cannot resume {run_dir} with {name}={getattr(config, name)!r}: the run was started with "
-                    f"{name}={saved.get(name, defaults.get(name))!r}. Resume with the same value or start a new run."
-                )
+        defaults = TrainConfig().to_dict()
+        changed = [name for name in defaults if name not in RESUME_MAY_CHANGE
+                   and saved.get(name, defaults[name]) != getattr(config, name)]
+        if changed:
+            described = ", ".join(f"{name}={getattr(config, name)!r} (the run has "
+                                  f"{saved.get(name, defaults[name])!r})" for name in changed)
+            raise RunError(
+                f"Cannot resume {run_dir} with changed settings: {described}. A resumed run keeps the "
+                f"settings it was started with, except {', '.join(sorted(RESUME_MAY_CHANGE))}. Resume "
+                "without those options or start a new run."
+            )
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
             # Interrupted before its first checkpoint: the run starts over, so its old lines go.
@@ -200,6 +207,11 @@ def train(config: TrainConfig, resume: bool = False,
                 "--tensorboard needs the tensorboard package: pip install 'erlgym[tensorboard]'.") from error
     state = _process_state()
     main = state.is_main_process
+    if config.internalization == "distill" and state.num_processes > 1:
+        raise ConfigError(
+            f"internalization 'distill' runs on one process, and this launch has {state.num_processes}: its loss "
+            "needs a second forward pass before the backward pass, which distributed data parallel does not "
+            "allow. Use internalization 'reward' or launch one process.")
     run_dir, checkpoint = _prepare_shared_run_dir(config, resume, state)
     created = not resume
     try:

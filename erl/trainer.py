@@ -35,6 +35,7 @@ from trl.trainer.utils import pad
 
 from erlgym.erl.algorithm import DISTILLED_RETRY, INTERNALIZED_RETRY, EnvPool, StepSettings, TrainingSample, collect_step
 from erlgym.erl.config import ConfigError
+from erlgym.erl.errors import RunError
 from erlgym.erl.memory import ReflectionMemory
 from erlgym.erl.ppo import LastHiddenStates, PPOSettings, ValueHead, completion_states, decoder_of, turn_gae, turn_starts
 from erlgym.erl.rollout import GenerationConfig, RolloutEngine
@@ -459,11 +460,22 @@ class ERLTrainer(GRPOTrainer):
         return optimizer
 
     def load_value_head(self, checkpoint: Path) -> bool:
-        """Restore the value head saved in ``checkpoint``; return whether the file was there."""
+        """Restore the value head saved in ``checkpoint``; return False when the run has no value head.
+
+        Raises:
+            RunError: the checkpoint's value head file is missing or unreadable.
+        """
         path = checkpoint / VALUE_HEAD_FILE
-        if self.value_head is None or not path.exists():
+        if self.value_head is None:
             return False
-        self.value_head.load_state_dict(load_file(str(path), device=str(self.accelerator.device)))
+        if not path.exists():
+            raise RunError(f"{checkpoint} has no {VALUE_HEAD_FILE}, so the PPO value head cannot be restored. "
+                           "Restore the file, or delete this checkpoint to resume from the one before it.")
+        try:
+            self.value_head.load_state_dict(load_file(str(path), device=str(self.accelerator.device)))
+        except Exception as error:  # safetensors raises its own error type for corrupt files
+            raise RunError(f"Cannot read the PPO value head {path}: {error}. Restore the file, or delete "
+                           f"{checkpoint.name} to resume from the checkpoint before it.") from error
         return True
 
     @torch.no_grad()
@@ -511,7 +523,7 @@ class _ValueHeadStep(TrainerCallback):
         if self.trainer.accelerator.num_processes > 1:
             for parameter in parameters:
                 parameter.grad = self.trainer.accelerator.reduce(parameter.grad, reduction="mean")
-        if parameters and args.max_grad_norm:
+        if parameters and args.max_grad_norm and args.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
 
     def on_optimizer_step(self, args, state, control, **kwargs):

@@ -87,6 +87,14 @@ class BenchConfig:
             raise ConfigError(f"--methods lists a method twice: {','.join(self.methods)!r}.")
         if self.baseline not in self.methods:
             raise ConfigError(f"--baseline {self.baseline!r} is not among --methods {','.join(self.methods)!r}.")
+        trained: dict[str, str] = {}
+        for method in self.methods:
+            settings = json.dumps(dataclasses.replace(self.train, **VARIANTS[method]).to_dict(), sort_keys=True)
+            if settings in trained:
+                raise ConfigError(
+                    f"--methods {trained[settings]} and {method} train the same configuration with these options "
+                    f"(erl and grpo follow --update, --internalization and the other options). Drop one of them.")
+            trained[settings] = method
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ConfigError(f"--seeds must be a positive integer, got {self.seeds!r}.")
         if not isinstance(self.episodes, int) or self.episodes < 1:

@@ -169,6 +169,15 @@ def test_bench_bad_settings_rejected(action_model_dir, tmp_path, overrides, mess
         tiny_bench(action_model_dir, tmp_path / "bench", **overrides).validate()
 
 
+def test_bench_identical_methods_rejected(action_model_dir, tmp_path):
+    # Under --update ppo the grpo method is the ppo method.
+    config = tiny_bench(action_model_dir, tmp_path / "bench", methods=("ppo", "grpo"),
+                        train=tiny_train_config(action_model_dir, steps=1, update="ppo"))
+
+    with pytest.raises(ConfigError, match="ppo and grpo train the same configuration"):
+        config.validate()
+
+
 def test_bench_token_budget_sets_run_limit(action_model_dir, tmp_path):
     config = tiny_bench(action_model_dir, tmp_path / "bench", budget="tokens", budget_value=500)
 

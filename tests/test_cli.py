@@ -444,6 +444,20 @@ def test_resume_reads_run_config(cli_run):
     assert config.rollouts_per_task == 2
 
 
+def test_resume_config_file_overrides_run_config(cli_run, tmp_path):
+    run_dir, _, _ = cli_run
+    path = tmp_path / "more-steps.json"
+    path.write_text(json.dumps({"steps": 4}))
+    args = build_parser().parse_args(["train", "--resume", "--output-dir", str(run_dir), "--config", str(path)])
+
+    config = resolve_train_config(args)
+
+    assert config.steps == 4
+    # Fields the file does not set keep the run's values, not the defaults.
+    assert config.env_kwargs == {"size": [2, 3]}
+    assert config.rollouts_per_task == 2
+
+
 def test_options_override_config_file(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"steps": 5, "method": "grpo"}))

@@ -80,3 +80,13 @@ def test_scope_defaults_and_choices():
     assert (TrainConfig().memory_scope, TrainConfig().reflection_scope) == ("global", "task")
     config = TrainConfig(memory_scope="task", reflection_scope="batch").validate()
     assert (config.memory_scope, config.reflection_scope) == ("task", "batch")
+
+
+@pytest.mark.parametrize("field, value", [
+    ("value_coef", float("inf")), ("value_coef", float("nan")), ("beta", float("nan")), ("beta", float("inf")),
+    ("max_grad_norm", -1.0), ("max_grad_norm", 0.0), ("max_grad_norm", float("nan")),
+    ("memory_threshold", float("nan")), ("memory_threshold", float("inf")),
+])
+def test_non_finite_or_negative_rejected(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value}).validate()

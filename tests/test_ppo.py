@@ -1,6 +1,7 @@
 """Tests of the PPO update: GAE over turns, the value head's inputs, and PPO training runs."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -258,3 +259,37 @@ def test_resume_with_another_update_rejected(action_model_dir, tmp_path):
 def test_bad_ppo_settings_rejected(action_model_dir, field, value):
     with pytest.raises(ConfigError, match=field):
         tiny_train_config(action_model_dir, **{field: value}).validate()
+
+
+@pytest.fixture(scope="module")
+def one_step_ppo_run(action_model_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ppo-one-step") / "run"
+    train(tiny_train_config(action_model_dir, output_dir=str(run_dir), update="ppo", steps=1))
+    return run_dir
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_resume_with_damaged_value_head_rejected(action_model_dir, one_step_ppo_run, tmp_path, damage):
+    run_dir = tmp_path / "run"
+    shutil.copytree(one_step_ppo_run, run_dir)
+    path = run_dir / "checkpoints" / "checkpoint-1" / VALUE_HEAD_FILE
+    if damage == "corrupt":
+        path.write_bytes(b"garbage")
+    else:
+        path.unlink()
+    metrics_before = (run_dir / "metrics.jsonl").read_text()
+
+    with pytest.raises(RunError, match="value head") as raised:
+        train(tiny_train_config(action_model_dir, output_dir=str(run_dir), update="ppo", steps=2), resume=True)
+
+    assert "checkpoint-1" in str(raised.value)
+    assert (run_dir / "metrics.jsonl").read_text() == metrics_before
+
+
+def test_resume_with_changed_setting_rejected(action_model_dir, one_step_ppo_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(one_step_ppo_run, run_dir)
+
+    with pytest.raises(RunError, match="gamma=0.5"):
+        train(tiny_train_config(action_model_dir, output_dir=str(run_dir), update="ppo", steps=2, gamma=0.5),
+              resume=True)
