@@ -158,10 +158,18 @@ class KnowledgeGraph:
             raise GraphError(f"{path} is not an erlgym knowledge graph file (no \"format\": "
                              "\"erlgym-knowledge-graph\" field).")
         graph = cls(payload.get("name", path.stem))
-        graph.relation_names = dict(payload.get("relation_names", {}))
-        graph.graph = nx.node_link_graph(payload["graph"], directed=True, multigraph=True, edges="edges")
-        for document in payload.get("documents", []):
-            graph.add_document(Document(**document))
+        try:
+            graph.relation_names = dict(payload.get("relation_names", {}))
+            graph.graph = nx.node_link_graph(payload["graph"], directed=True, multigraph=True, edges="edges")
+            for document in payload.get("documents", []):
+                graph.add_document(Document(**document))
+            # JSON has no tuples: restore (doc_id, sentence index) pairs so that add_fact
+            # recognises evidence it already has.
+            for _, _, data in graph.graph.edges(data=True):
+                data["evidence"] = [(str(doc_id), int(index)) for doc_id, index in data.get("evidence", [])]
+        except (KeyError, TypeError, ValueError, nx.NetworkXError) as error:
+            raise GraphError(f"{path} is an incomplete or invalid knowledge graph file ({type(error).__name__}: "
+                             f"{error}). Write it again with KnowledgeGraph.save.") from error
         return graph
 
     def save_graphml(self, path: str | Path) -> None:

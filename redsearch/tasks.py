@@ -48,6 +48,9 @@ class Task:
     difficulty: dict[str, int] = field(default_factory=dict)
     seed: int = 0
     source: str = ""
+    query: dict[str, Any] = field(default_factory=dict)
+    """The question as an executable query (erlgym.redsearch.queries.Query.to_dict), which
+    verification solves over the graph; empty for tasks not built by synthesis."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +98,12 @@ class TaskSet:
                                 sentences=[str(sentence) for sentence in values["sentences"]])
             documents[document.doc_id] = document
         summary_path = folder / SUMMARY_FILE
-        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
+        summary = {}
+        if summary_path.exists():
+            try:
+                summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise TaskSetError(f"{summary_path}: invalid summary: {error}") from error
         return cls(tasks=tasks, documents=documents, summary=summary)
 
 
