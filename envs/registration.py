@@ -7,6 +7,7 @@ import gymnasium
 ENTRY_POINTS = {
     "erlgym/FrozenLake-v0": "erlgym.envs.frozen_lake:FrozenLakeTextEnv",
     "erlgym/Sokoban-v0": "erlgym.envs.sokoban:SokobanTextEnv",
+    "erlgym/SearchQA-v0": "erlgym.envs.search_qa:SearchQATextEnv",
 }
 """Environment id to its ``module:class`` entry point. Add new environments here."""
 

@@ -6,12 +6,18 @@ removed. A query with no indexable word (empty, or stopwords only) returns no re
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import bm25s
 import numpy as np
 
 from erlgym.redsearch.graph import Document
+
+# bm25s 0.3.16 sets its logger to DEBUG when imported, which overrides the level the
+# application configured and prints a debug line for every index built. NOTSET makes it
+# follow the application's level again.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 
 @dataclass
