@@ -35,6 +35,7 @@ EVAL_SEED_OFFSET = 1_000_000
 DEFAULT_ENV_KWARGS: dict[str, dict[str, Any]] = {
     "erlgym/FrozenLake-v0": {"size": [2, 4]},
     "erlgym/Sokoban-v0": {"min_side": 6, "max_side": 6, "max_solution_moves": 6, "max_steps": 10},
+    "erlgym/SearchQA-v0": {"top_k": 3, "max_steps": 6},
 }
 """Environment settings ``erlgym train`` uses when ``--env-kwargs`` is not given.
 
@@ -43,7 +44,9 @@ solutions up to 20 moves) are rarely solved by the 135M-parameter default model,
 most groups would have no reward variance and no learning signal. These smaller tasks
 keep episodes short on a CPU and give groups both successes and failures. Sokoban's own
 step limit (2 × shortest solution + 10) let one default-model training step run for
-over 9 minutes on 2 cores, so training caps it at 10.
+over 9 minutes on 2 cores, so training caps it at 10. SearchQA shows 3 search results and
+allows 6 tool calls: with the default model's tokenizer the prompt took 488 tokens and a
+5-result search about 230, so 8 steps of 5 results could pass the 2048-token context.
 """
 
 
@@ -69,7 +72,8 @@ class TrainConfig:
     env_kwargs: dict[str, Any] | None = field(default=None, metadata=_help(
         "Keyword arguments for gymnasium.make, as JSON, e.g. '{\"size\": [3, 4]}'. They replace the "
         "training defaults entirely: FrozenLake {\"size\": [2, 4]}; Sokoban {\"min_side\": 6, "
-        "\"max_side\": 6, \"max_solution_moves\": 6, \"max_steps\": 10}; other environments none."))
+        "\"max_side\": 6, \"max_solution_moves\": 6, \"max_steps\": 10}; SearchQA {\"top_k\": 3, "
+        "\"max_steps\": 6}; other environments none."))
     method: str = field(default="erl", metadata=_help(
         "erl: attempt, reflect, retry and internalize. grpo: first attempts only (the no-reflection baseline).",
         choices=METHODS))
