@@ -165,7 +165,9 @@ def prepare_bench_dir(config: BenchConfig) -> Path:
         changed = [f"{key}: {saved.get(key)!r} there, {settings.get(key)!r} now"
                    for key in sorted(set(saved) | set(settings))
                    if key != "train" and saved.get(key) != settings.get(key)]
-        saved_train = saved.get("train", {})
+        # A bench saved before a training field existed ran with that field's default.
+        saved_train = {**TrainConfig().to_dict(), **saved.get("train", {})}
+        saved_train.pop("output_dir", None)
         changed += [f"{key}: {saved_train.get(key)!r} there, {settings['train'].get(key)!r} now"
                     for key in sorted(set(saved_train) | set(settings["train"]))
                     if saved_train.get(key) != settings["train"].get(key)]

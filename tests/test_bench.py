@@ -12,7 +12,7 @@ import pytest
 from erlgym.erl import cli
 from erlgym.erl.cli import main
 from erlgym.erl.config import ConfigError
-from erlgym.eval.bench import BenchConfig, BenchEvent, run_bench
+from erlgym.eval.bench import BenchConfig, BenchEvent, prepare_bench_dir, run_bench
 from tiny_model import ACTION_ENV_ID, ACTION_ENV_KWARGS, tiny_train_config
 
 
@@ -153,6 +153,18 @@ def test_bench_other_settings_rejected(bench, action_model_dir):
 
     with pytest.raises(ConfigError, match="contains a bench with other settings .seeds: 2 there, 3 now"):
         run_bench(tiny_bench(action_model_dir, out, seeds=3))
+
+
+def test_bench_saved_before_a_field_existed_reopens(action_model_dir, tmp_path):
+    config = tiny_bench(action_model_dir, tmp_path / "bench")
+    prepare_bench_dir(config)
+    saved_path = tmp_path / "bench" / "bench.json"
+    saved = json.loads(saved_path.read_text())
+    # An older erlgym wrote no "update" field; its runs used the default.
+    del saved["train"]["update"]
+    saved_path.write_text(json.dumps(saved))
+
+    assert prepare_bench_dir(config) == tmp_path / "bench"
 
 
 @pytest.mark.parametrize("overrides, message", [
