@@ -1,4 +1,4 @@
-"""The ``erlgym`` command line: ``train``, ``eval`` and ``play``.
+"""The ``erlgym`` command line: ``train``, ``eval``, ``bench``, ``play`` and ``tasks``.
 
 ``train`` options are generated from :class:`~erlgym.erl.config.TrainConfig`, so
 every option has the field's help text and default. Errors in user input (an unknown
@@ -27,6 +27,10 @@ from erlgym.erl.config import DEFAULT_ENV_KWARGS, DTYPES, EVAL_SEED_OFFSET, Conf
 from erlgym.erl.errors import ChatTemplateError, ModelLoadError, RunError
 from erlgym.eval.bench import VARIANTS
 from erlgym.eval.runs import RunDataError
+from erlgym.redsearch.cli import TaskCommandError, add_tasks_command, run_tasks
+from erlgym.redsearch.graph import GraphError
+from erlgym.redsearch.synthesis import SynthesisError
+from erlgym.redsearch.tasks import TaskSetError
 
 # soft_wrap: long lines (commands, paths) are never broken by rich, so they stay copyable
 # when the output is not a terminal.
@@ -136,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--seed", type=int, default=None, help="Episode seed, >= 0 (default: random).")
     play.add_argument("--show-examples", action="store_true",
                       help="Also print the worked examples that precede the first observation in the model's prompt.")
+
+    add_tasks_command(add_command)
     return parser
 
 
@@ -350,10 +356,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose and args.command in ("train", "eval", "bench"):
         _quiet_model_libraries()
-    handlers = {"train": run_train, "eval": run_eval, "bench": run_bench, "play": run_play}
+    handlers = {"train": run_train, "eval": run_eval, "bench": run_bench, "play": run_play, "tasks": run_tasks}
     try:
         return handlers[args.command](args)
-    except (UsageError, ConfigError, RunError, ModelLoadError, ChatTemplateError, RunDataError) as error:
+    except (UsageError, ConfigError, RunError, ModelLoadError, ChatTemplateError, RunDataError,
+            TaskCommandError, GraphError, TaskSetError, SynthesisError) as error:
         console.print("[bold red]error:[/bold red]", escape(str(error)))
         return EXIT_USAGE
     except KeyboardInterrupt as error:

@@ -1,0 +1,535 @@
+"""The ``erlgym tasks`` command: build a multi-hop search task set from a graph, and inspect or export one.
+
+- ``build`` makes a knowledge graph (a generated world, triple files, Re-DocRED
+  documents or a saved graph), synthesizes verified tasks with
+  :func:`~erlgym.redsearch.synthesis.synthesize`, prints the difficulty it achieved and
+  writes the task-set folder. Its synthesis options are generated from the fields of
+  :class:`~erlgym.redsearch.synthesis.SynthesisSpec` (:mod:`erlgym.redsearch.spec_options`).
+- ``stats`` prints counts by shape, difficulty distributions, the corpus size and the
+  settings recorded in ``summary.json`` (tables from :mod:`erlgym.redsearch.task_tables`).
+- ``show`` prints tasks with their facts and evidence documents.
+- ``export`` writes JSON Lines or a Hugging Face ``DatasetDict`` (:mod:`erlgym.redsearch.export`).
+
+``erlgym.erl.cli`` registers the command with :func:`add_tasks_command` and runs it with
+:func:`run_tasks`. Bad input raises :class:`TaskCommandError`, ``GraphError``,
+``TaskSetError`` or ``SynthesisError``, which the command line prints as one line
+before exiting with status 2. Results (tables, tasks) go to stdout, and progress and
+status lines go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from erlgym.redsearch.graph import GraphError, KnowledgeGraph
+from erlgym.redsearch.spec_options import add_spec_options, resolve_spec
+from erlgym.redsearch.synthesis import SynthesisSpec
+from erlgym.redsearch.task_tables import describe_build, difficulty_table, joint_table, rejection_table, shape_table
+from erlgym.redsearch.tasks import CORPUS_FILE, SUMMARY_FILE, TASKS_FILE, Task, TaskSet
+from erlgym.redsearch.world import MIN_ENTITIES
+
+# soft_wrap: rich never breaks long lines (questions, paths), so they stay whole when
+# the output is piped or captured.
+console = Console(stderr=True, soft_wrap=True)
+"""Progress bars and status lines, on stderr."""
+output = Console(soft_wrap=True)
+"""Results: tables and tasks, on stdout."""
+
+SOURCES = ("world", "triples", "redocred", "graph")
+SOURCE_OPTIONS = {
+    "world": ("entities", "world_seed"),
+    "triples": ("triples", "entity_texts", "relation_texts", "entity_type"),
+    "redocred": ("documents", "rel_info", "merge_entities"),
+    "graph": ("graph",),
+}
+"""The ``tasks build`` options (argparse destinations) that each --source reads."""
+REQUIRED_SOURCE_OPTIONS = {"triples": "--triples FILE [FILE ...]", "redocred": "--documents FILE",
+                           "graph": "--graph FILE"}
+DEFAULT_WORLD_ENTITIES = 2000
+GRAPH_SUFFIXES = (".json", ".graphml")
+EXPORT_FORMATS = ("jsonl", "datasets")
+DATASET_DICT_FILE = "dataset_dict.json"
+"""The file that ``DatasetDict.save_to_disk`` writes at the top of its folder."""
+
+
+class TaskCommandError(Exception):
+    """Bad input to ``erlgym tasks``; the command line prints the message and exits with status 2."""
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def add_tasks_command(add_command: Callable[..., argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Add ``tasks`` and its subcommands with ``add_command(name, **kwargs)``, the top-level subparser factory."""
+    tasks = add_command(
+        "tasks", help="Build, inspect and export multi-hop search task sets.",
+        description="Build a task set for erlgym/SearchQA-v0 from a knowledge graph, print its statistics or "
+                    "tasks, or export it as JSON Lines or a Hugging Face dataset.")
+    subcommands = tasks.add_subparsers(dest="tasks_command", required=True, metavar="{build,stats,show,export}")
+
+    def add_subcommand(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return subcommands.add_parser(name, allow_abbrev=False, **kwargs)
+
+    _add_build_parser(add_subcommand)
+
+    stats = add_subcommand("stats", help="Print counts by shape, difficulty distributions and the build settings.",
+                           description="Print a task set's counts by shape, difficulty distributions, the (hops, "
+                                       "documents) table, the corpus size and the settings its summary.json records.")
+    stats.add_argument("folder", type=Path, metavar="FOLDER", help="Task-set folder.")
+
+    show = add_subcommand("show", help="Print tasks with their facts and evidence documents.",
+                          description="Print tasks: question, answer, aliases, shape, difficulty, the facts of the "
+                                      "reasoning graph and the evidence documents.")
+    show.add_argument("folder", type=Path, metavar="FOLDER", help="Task-set folder.")
+    where = show.add_mutually_exclusive_group()
+    where.add_argument("--index", type=int, default=None, metavar="N",
+                       help="Position of the first task to print, from 0 (default: 0).")
+    where.add_argument("--id", dest="task_id", default=None, metavar="TASK_ID", help="Id of the first task to print.")
+    show.add_argument("--count", type=int, default=1, metavar="K", help="Number of tasks to print (default: 1).")
+    show.add_argument("--graph", type=Path, default=None, metavar="FILE",
+                      help="Knowledge graph (.json or .graphml) to read entity and relation names from. Without "
+                           "it, an entity is named by the title of the document with the same id, where there is "
+                           "one, and a relation by the name the build recorded.")
+
+    export = add_subcommand(
+        "export", help="Write a task set as JSON Lines or a Hugging Face dataset.",
+        description="jsonl: one task per line with its evidence documents inlined (not the rest of the corpus). "
+                    "datasets: a datasets.DatasetDict with a 'tasks' and a 'corpus' dataset, written with "
+                    "save_to_disk; read it with datasets.load_from_disk(PATH).")
+    export.add_argument("folder", type=Path, metavar="FOLDER", help="Task-set folder.")
+    export.add_argument("--format", default="jsonl", choices=EXPORT_FORMATS, help="Output format (default: jsonl).")
+    export.add_argument("--out", type=Path, required=True, metavar="PATH",
+                        help="Output file (jsonl) or folder (datasets).")
+    export.add_argument("--overwrite", action="store_true", help="Replace an existing --out.")
+    return tasks
+
+
+def _add_build_parser(add_subcommand: Callable[..., argparse.ArgumentParser]) -> None:
+    build = add_subcommand(
+        "build", help="Synthesize a task set from a knowledge graph.",
+        description="Make a knowledge graph from --source, synthesize verified multi-hop tasks that meet the "
+                    "requested difficulty, print the difficulty achieved and write the task-set folder "
+                    "(tasks.jsonl, corpus.jsonl, summary.json). Nothing is written when synthesis fails.")
+    build.add_argument("--source", required=True, choices=SOURCES,
+                       help="Where the graph comes from: a generated fictional world, tab-separated triple files, "
+                            "Re-DocRED JSON, or a graph file written by KnowledgeGraph.save.")
+    build.add_argument("--out", type=Path, required=True, metavar="FOLDER", help="Task-set folder to write.")
+    build.add_argument("--overwrite", action="store_true",
+                       help="Write into an existing non-empty --out, replacing its tasks.jsonl, corpus.jsonl and "
+                            "summary.json; other files are left in place.")
+    build.add_argument("--save-graph", type=Path, default=None, metavar="FILE",
+                       help="Also write the graph: .json keeps the documents (KnowledgeGraph.save), .graphml "
+                            "keeps entities and facts only.")
+
+    world = build.add_argument_group("--source world")
+    world.add_argument("--entities", type=int, default=None, metavar="N",
+                       help=f"Entities in the world, at least {MIN_ENTITIES} (default: {DEFAULT_WORLD_ENTITIES}).")
+    world.add_argument("--world-seed", type=int, default=None, metavar="SEED",
+                       help="Seed of the generated world (default: 0).")
+
+    triples = build.add_argument_group("--source triples")
+    triples.add_argument("--triples", type=Path, nargs="+", default=None, metavar="FILE",
+                         help="UTF-8 files of head<TAB>relation<TAB>tail lines, such as WN18RR's train.tsv, "
+                              "dev.tsv and test.tsv.")
+    triples.add_argument("--entity-texts", type=Path, default=None, metavar="FILE",
+                         help="id<TAB>text file (entity2text.txt); an entity's name is its text up to the first comma.")
+    triples.add_argument("--relation-texts", type=Path, default=None, metavar="FILE",
+                         help="id<TAB>text file of readable relation names (relation2text.txt).")
+    triples.add_argument("--entity-type", default=None, metavar="TYPE",
+                         help="Type of every entity, used in question wording, e.g. synset (default: entity).")
+
+    redocred = build.add_argument_group("--source redocred")
+    redocred.add_argument("--documents", type=Path, default=None, metavar="FILE",
+                          help="Re-DocRED or DocRED JSON list of documents, such as dev_revised.json.")
+    redocred.add_argument("--rel-info", type=Path, default=None, metavar="FILE",
+                          help='JSON object of relation names, such as rel_info.json ({"P17": "country", ...}).')
+    redocred.add_argument("--merge-entities", action="store_true",
+                          help="Merge person, organisation, location and miscellaneous entities with the same name "
+                               "and type across documents. Without it every fact stays inside one document, so "
+                               "no task can need two documents.")
+
+    graph = build.add_argument_group("--source graph")
+    graph.add_argument("--graph", type=Path, default=None, metavar="FILE",
+                       help="Graph written by KnowledgeGraph.save (.json). A .graphml file has no documents, so "
+                            "it is rejected.")
+
+    synthesis = build.add_argument_group(
+        "synthesis", "Fields of SynthesisSpec. --spec reads them from a JSON file, and an option given here "
+                     "overrides the file's value.")
+    synthesis.add_argument("--spec", type=Path, default=None, metavar="FILE",
+                           help="JSON object of SynthesisSpec fields, e.g. "
+                                '{"count": 500, "targets": {"hops": {"2": 0.5, "3": 0.5}}}.')
+    add_spec_options(synthesis)
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def run_tasks(args: argparse.Namespace) -> int:
+    """Run the ``erlgym tasks`` subcommand in ``args.tasks_command``; return the exit status."""
+    handlers = {"build": run_build, "stats": run_stats, "show": run_show, "export": run_export}
+    return handlers[args.tasks_command](args)
+
+
+# ---------------------------------------------------------------------- build
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from erlgym.redsearch.synthesis import synthesis_indexes
+
+    spec = resolve_spec(args)
+    _check_source_options(args)
+    _check_build_output(args.out, args.overwrite)
+    if args.save_graph is not None:
+        if args.save_graph.suffix.lower() not in GRAPH_SUFFIXES:
+            raise TaskCommandError(f"--save-graph {args.save_graph} must end in .json or .graphml.")
+        if args.save_graph.is_dir():
+            raise TaskCommandError(f"--save-graph {args.save_graph} is a folder. Pass a file path.")
+        _check_parents(args.save_graph, "--save-graph")
+
+    started = time.perf_counter()
+    with console.status("building the graph"):
+        graph, graph_source = build_graph(args)
+    console.print(escape(f"Graph {graph.name}: {graph.num_entities:,} entities, {graph.num_facts:,} facts, "
+                         f"{len(graph.documents):,} documents ({time.perf_counter() - started:.1f} s)"))
+    if not graph.documents:
+        raise TaskCommandError(f"Graph {graph.name} has no documents, so no task could be answered by searching. "
+                               "GraphML files contain entities and facts only: pass a .json graph written by "
+                               "KnowledgeGraph.save (or by erlgym tasks build --save-graph FILE.json).")
+    with console.status("indexing the documents"):
+        synthesis_indexes(graph)
+
+    task_set = synthesize_with_progress(graph, spec, args)
+    used_relations = sorted({fact["relation"] for task in task_set.tasks for fact in task.subgraph})
+    task_set.summary["graph_source"] = graph_source
+    task_set.summary["relation_names"] = {relation: graph.relation_name(relation) for relation in used_relations}
+    print_build_summary(task_set)
+
+    write_build(task_set, graph, args.out, args.save_graph)
+    # --env-kwargs replaces erlgym train's SearchQA defaults (top_k 3, max_steps 6, which fit
+    # the default model's context), so the command repeats them.
+    env_kwargs = shlex.quote(json.dumps({"tasks": str(args.out), "top_k": 3, "max_steps": 6}))
+    console.print(escape(f"Train on it with: erlgym train --env erlgym/SearchQA-v0 --env-kwargs {env_kwargs} "
+                         "--max-new-tokens 48"))
+    return 0
+
+
+def synthesize_with_progress(graph: KnowledgeGraph, spec: SynthesisSpec, args: argparse.Namespace) -> TaskSet:
+    """Run synthesis under a progress bar of kept tasks.
+
+    Raises:
+        SynthesisError: the graph did not meet the spec. For Re-DocRED without
+            --merge-entities, the message also tells the user to pass that option.
+    """
+    from erlgym.redsearch.synthesis import SynthesisError, synthesize
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
+        bar = progress.add_task("synthesizing", total=spec.count)
+        try:
+            return synthesize(graph, spec, progress=lambda done, total: progress.update(bar, completed=done))
+        except SynthesisError as error:
+            if args.source == "redocred" and not args.merge_entities:
+                raise SynthesisError(f"{error} Without --merge-entities every Re-DocRED fact stays inside its own "
+                                     "document, so no task can need two documents: pass --merge-entities.") from error
+            raise
+
+
+def write_build(task_set: TaskSet, graph: KnowledgeGraph, out: Path, save_graph: Path | None) -> None:
+    """Write the task set to ``out``, and the graph to ``save_graph`` when it is given."""
+    try:
+        save_task_set(task_set, out)
+    except OSError as error:
+        raise TaskCommandError(f"Cannot write the task set to {error.filename or out}: {error.strerror}. "
+                               "Pass a writable --out.") from error
+    console.print(escape(f"Task set written to {out} ({len(task_set.tasks):,} tasks, "
+                         f"{len(task_set.documents):,} documents)."))
+    if save_graph is None:
+        return
+    try:
+        save_graph.parent.mkdir(parents=True, exist_ok=True)
+        if save_graph.suffix.lower() == ".graphml":
+            graph.save_graphml(save_graph)
+        else:
+            graph.save(save_graph)
+    except OSError as error:
+        raise TaskCommandError(f"Cannot write the graph to {error.filename or save_graph}: {error.strerror}. "
+                               "Pass a writable --save-graph.") from error
+    console.print(escape(f"Graph written to {save_graph}."))
+
+
+def _check_source_options(args: argparse.Namespace) -> None:
+    """Reject options of another --source and a missing required option of this one."""
+    for source, names in SOURCE_OPTIONS.items():
+        if source == args.source:
+            continue
+        for name in names:
+            value = getattr(args, name)
+            # store_true options default to False, the others to None.
+            if value is not None and value is not False:
+                flag = "--" + name.replace("_", "-")
+                raise TaskCommandError(f"{flag} applies to --source {source}, not --source {args.source}. "
+                                       f"Remove it or pass --source {source}.")
+    required = REQUIRED_SOURCE_OPTIONS.get(args.source)
+    if required is not None and getattr(args, SOURCE_OPTIONS[args.source][0]) is None:
+        raise TaskCommandError(f"--source {args.source} needs {required}.")
+    if args.source == "world" and args.entities is not None and args.entities < MIN_ENTITIES:
+        raise TaskCommandError(f"--entities must be at least {MIN_ENTITIES} (a world needs every entity type), "
+                               f"got {args.entities}.")
+
+
+def _check_build_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise TaskCommandError(f"--out {out} is a file. Pass a folder path for the task set.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise TaskCommandError(f"--out {out} already exists and is not empty. Pass --overwrite to replace its "
+                               "task set, or choose another folder.")
+    _check_parents(out)
+
+
+def build_graph(args: argparse.Namespace) -> tuple[KnowledgeGraph, dict[str, Any]]:
+    """Make the graph that ``--source`` names; return it with a description of the source for the summary.
+
+    Raises:
+        GraphError: an input file is missing or malformed.
+    """
+    from erlgym.redsearch.importers import REPORT_KEY, load_redocred, load_triples
+    from erlgym.redsearch.world import generate_world
+
+    if args.source == "world":
+        entities = args.entities if args.entities is not None else DEFAULT_WORLD_ENTITIES
+        seed = args.world_seed if args.world_seed is not None else 0
+        return generate_world(entities, seed), {"kind": "world", "entities": entities, "world_seed": seed}
+    if args.source == "triples":
+        graph = load_triples(args.triples, args.entity_texts, args.relation_texts,
+                             entity_type=args.entity_type or "entity")
+        source = {"kind": "triples", "triples": [str(path) for path in args.triples],
+                  "entity_texts": _optional_str(args.entity_texts),
+                  "relation_texts": _optional_str(args.relation_texts), "entity_type": args.entity_type or "entity"}
+    elif args.source == "redocred":
+        graph = load_redocred(args.documents, args.rel_info, merge_entities=args.merge_entities)
+        source = {"kind": "redocred", "documents": str(args.documents), "rel_info": _optional_str(args.rel_info),
+                  "merge_entities": args.merge_entities}
+    else:
+        graph = load_graph_file(args.graph)
+        source = {"kind": "graph", "graph": str(args.graph)}
+    report = graph.graph.graph.get(REPORT_KEY)
+    if report is not None:
+        source["import_report"] = report
+    return graph, source
+
+
+def load_graph_file(path: Path) -> KnowledgeGraph:
+    """Read a graph written by KnowledgeGraph.save, or by save_graphml for a ``.graphml`` path."""
+    if path.suffix.lower() != ".graphml":
+        return KnowledgeGraph.load(path)
+    try:
+        return KnowledgeGraph.load_graphml(path)
+    except GraphError:
+        raise
+    except (KeyError, ValueError) as error:
+        # load_graphml expects the attributes save_graphml writes: a relation per edge and
+        # JSON-encoded aliases, attributes and evidence.
+        raise TaskCommandError(f"{path} is not a GraphML file written by KnowledgeGraph.save_graphml "
+                               f"({type(error).__name__}: {error}).") from error
+
+
+def _optional_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def save_task_set(task_set: TaskSet, out: Path) -> None:
+    """Write ``task_set`` to ``out`` through a staging folder beside it, so that a failed write leaves no partial set."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        task_set.save(staging)
+        if out.exists():
+            for name in (TASKS_FILE, CORPUS_FILE, SUMMARY_FILE):
+                os.replace(staging / name, out / name)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- tables
+
+
+def print_build_summary(task_set: TaskSet) -> None:
+    """Print the shapes, the difficulty achieved against the targets, the (hops, documents) table and the rejections."""
+    summary = task_set.summary
+    output.print(shape_table(task_set.tasks))
+    output.print(difficulty_table(task_set.tasks, summary.get("targets", {}).get("marginal_shares", {})))
+    joint = joint_table(task_set.tasks)
+    if joint is not None:
+        output.print(joint)
+    output.print(rejection_table(summary))
+
+
+# ---------------------------------------------------------------------- stats
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    task_set = TaskSet.load(args.folder)
+    summary = task_set.summary
+    sentences = sum(len(document.sentences) for document in task_set.documents.values())
+    characters = sum(len(document.text) for document in task_set.documents.values())
+    output.print(escape(f"Task set {args.folder}: {len(task_set.tasks):,} tasks; corpus of "
+                        f"{len(task_set.documents):,} documents, {sentences:,} sentences, {characters:,} characters"))
+    for line in describe_build(summary):
+        output.print(escape(line))
+    if task_set.tasks:
+        output.print(shape_table(task_set.tasks))
+        output.print(difficulty_table(task_set.tasks, summary.get("targets", {}).get("marginal_shares", {})))
+        joint = joint_table(task_set.tasks)
+        if joint is not None:
+            output.print(joint)
+    return 0
+
+
+# ---------------------------------------------------------------------- show
+
+
+def run_show(args: argparse.Namespace) -> int:
+    task_set = TaskSet.load(args.folder)
+    tasks = task_set.tasks
+    if not tasks:
+        raise TaskCommandError(f"Task set {args.folder} has no tasks.")
+    if args.count < 1:
+        raise TaskCommandError(f"--count must be at least 1, got {args.count}.")
+    if args.task_id is not None:
+        positions = [position for position, task in enumerate(tasks) if task.task_id == args.task_id]
+        if not positions:
+            raise TaskCommandError(f"No task has id {args.task_id!r} in {args.folder}. Use --index N, from 0 to "
+                                   f"{len(tasks) - 1}, or an id from {TASKS_FILE}, such as {tasks[0].task_id!r}.")
+        start = positions[0]
+    else:
+        start = args.index if args.index is not None else 0
+        if not 0 <= start < len(tasks):
+            raise TaskCommandError(f"--index {start} is out of range: {args.folder} has {len(tasks)} tasks, "
+                                   f"so pass 0 to {len(tasks) - 1}.")
+
+    entity_names = {doc_id: document.title for doc_id, document in task_set.documents.items()}
+    relation_names = dict(task_set.summary.get("relation_names", {}))
+    if args.graph is not None:
+        graph = load_graph_file(args.graph)
+        entity_names.update((entity_id, data["name"]) for entity_id, data in graph.graph.nodes(data=True))
+        relation_names.update(graph.relation_names)
+    for position in range(start, min(start + args.count, len(tasks))):
+        if position > start:
+            output.print()
+        print_task(tasks[position], position, len(tasks), task_set, entity_names, relation_names)
+    return 0
+
+
+def print_task(task: Task, position: int, total: int, task_set: TaskSet, entity_names: dict[str, str],
+               relation_names: dict[str, str]) -> None:
+    def entity(entity_id: str) -> str:
+        name = entity_names.get(entity_id)
+        return entity_id if name is None or name == entity_id else f"{name} ({entity_id})"
+
+    fields = [
+        ("question", task.question),
+        ("answer", task.answer),
+        ("aliases", ", ".join(task.aliases) if task.aliases else "none"),
+        ("shape", task.shape),
+        ("difficulty", ", ".join(f"{measure} {value}" for measure, value in task.difficulty.items()) or "none"),
+        ("source", f"{task.source or 'unknown'}, seed {task.seed}"),
+    ]
+    output.print(f"[bold]Task {position} of {total}[/bold]", escape(f"(id {task.task_id})"))
+    for label, value in fields:
+        output.print(f"[bold]{label:<10}[/bold]", escape(value))
+    output.print("[bold]facts[/bold]" if task.subgraph else "[bold]facts[/bold]      none")
+    for fact in task.subgraph:
+        relation = relation_names.get(fact["relation"], fact["relation"])
+        output.print(escape(f"  {entity(fact['head'])} --{relation}--> {entity(fact['tail'])}"))
+    output.print("[bold]evidence[/bold]" if task.evidence else "[bold]evidence[/bold]   none")
+    for doc_id in task.evidence:
+        document = task_set.documents.get(doc_id)
+        title = document.title if document is not None else "(not in the corpus)"
+        output.print(escape(f"  {doc_id}: {title}"))
+
+
+# ---------------------------------------------------------------------- export
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from erlgym.redsearch.export import to_dataset_dict, write_jsonl
+
+    out: Path = args.out
+    if args.format == "jsonl":
+        _check_export_file(out, args.overwrite)
+    else:
+        _check_export_folder(out, args.overwrite)
+    task_set = TaskSet.load(args.folder)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if args.format == "jsonl":
+            staging = out.with_name(f".{out.name}.partial")
+            try:
+                write_jsonl(task_set, staging)
+                os.replace(staging, out)
+            finally:
+                staging.unlink(missing_ok=True)
+            console.print(escape(f"Wrote {len(task_set.tasks):,} tasks with their evidence documents to {out}."))
+        else:
+            import datasets
+
+            datasets.disable_progress_bars()
+            staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+            try:
+                to_dataset_dict(task_set).save_to_disk(str(staging))
+                if out.exists():
+                    shutil.rmtree(out)
+                os.replace(staging, out)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            console.print(escape(f"Wrote a DatasetDict with {len(task_set.tasks):,} tasks and "
+                                 f"{len(task_set.documents):,} corpus documents to {out}. Read it with "
+                                 f"datasets.load_from_disk({str(out)!r})."))
+    except OSError as error:
+        raise TaskCommandError(f"Cannot write {error.filename or out}: {error.strerror}. "
+                               "Pass a writable --out.") from error
+    return 0
+
+
+def _check_export_file(out: Path, overwrite: bool) -> None:
+    if out.is_dir():
+        raise TaskCommandError(f"--out {out} is a folder. Pass a file path for --format jsonl.")
+    if out.exists() and not overwrite:
+        raise TaskCommandError(f"--out {out} already exists. Pass --overwrite to replace it, or choose another path.")
+    _check_parents(out)
+
+
+def _check_export_folder(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise TaskCommandError(f"--out {out} is a file. Pass a folder path for --format datasets.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise TaskCommandError(f"--out {out} already exists and is not empty. Pass --overwrite to replace it, "
+                                   "or choose another folder.")
+        if not (out / DATASET_DICT_FILE).is_file():
+            # --overwrite deletes the folder, so only a folder that save_to_disk wrote is replaced.
+            raise TaskCommandError(f"--out {out} is not empty and contains no {DATASET_DICT_FILE}, so it is not a "
+                                   "dataset that --overwrite may replace. Choose another folder.")
+    _check_parents(out)
+
+
+def _check_parents(path: Path, option: str = "--out") -> None:
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise TaskCommandError(f"Cannot write {option} {path}: {parent} is a file. Pass another path.")
