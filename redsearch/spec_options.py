@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from erlgym.redsearch.synthesis import SynthesisError, SynthesisSpec, _check_spec
+from erlgym.redsearch.synthesis import SynthesisError, SynthesisSpec
 
 SPEC_OPTION_KINDS = {
     "int": "int",
@@ -104,7 +104,7 @@ def resolve_spec(args: argparse.Namespace) -> SynthesisSpec:
             values[spec_field.name] = parse_spec_option(spec_field, text)
     spec = SynthesisSpec(**values)
     # The checks synthesize runs first, here before the graph is built, which can take minutes.
-    _check_spec(spec)
+    spec.validate()
     if spec.templates is not None:
         _check_templates(spec.templates)
     return spec

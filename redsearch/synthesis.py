@@ -154,6 +154,11 @@ class SynthesisSpec:
         values["hops"] = list(self.hops)
         return values
 
+    def validate(self) -> "SynthesisSpec":
+        """Raise :class:`SynthesisError` for the first invalid setting; return the spec."""
+        _check_spec(self)
+        return self
+
     @property
     def attempt_limit(self) -> int:
         return self.max_attempts if self.max_attempts is not None else 50 * self.count + 1000
@@ -1074,6 +1079,16 @@ def _value_ranges(values: Iterable[int]) -> str:
 
 
 def _check_spec(spec: SynthesisSpec) -> None:
+    try:
+        _check_spec_values(spec)
+    except (TypeError, ValueError, AttributeError) as error:
+        if isinstance(error, SynthesisError):
+            raise
+        raise SynthesisError(f"Invalid synthesis spec: {error}. Shares must be numbers, targets a JSON object of "
+                             "objects, joint a list of objects, and hops two integers.") from error
+
+
+def _check_spec_values(spec: SynthesisSpec) -> None:
     if not isinstance(spec.count, int) or spec.count < 1:
         raise SynthesisError(f"count must be a positive integer, got {spec.count!r}.")
     unknown = set(spec.shapes) - set(SHAPES)

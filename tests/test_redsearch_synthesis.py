@@ -864,3 +864,11 @@ def test_generated_world_tasks_verify():
     assert len({task.question for task in task_set.tasks}) == 20
     for task in task_set.tasks:
         assert verify_task(graph, task) == [], task.question
+
+
+@pytest.mark.parametrize("values", [
+    {"shapes": {"bridge": "x"}}, {"targets": {"hops": {"2": "x"}}}, {"joint": [1]}, {"hops": (2, 3, 4)},
+])
+def test_spec_of_wrong_types_rejected(values):
+    with pytest.raises(SynthesisError, match="Invalid synthesis spec|must"):
+        SynthesisSpec(**values).validate()
