@@ -275,7 +275,7 @@ class SearchQATextEnv(gymnasium.Env[str, str]):
                 self.train_tasks.append(task)
         self._check_split_has_tasks()
 
-        self._parser = ToolCallParser(TOOLS, TOOL_ARGUMENT_NAMES)
+        self._parser = ToolCallParser(TOOLS, TOOL_ARGUMENT_NAMES, answer_tool="answer")
         self.action_space = spaces.Text(max_length=MAX_REPLY_CHARS, min_length=0, charset=PRINTABLE)
         self.observation_space = spaces.Text(
             max_length=MAX_OBSERVATION_CHARS, min_length=1, charset=PRINTABLE

@@ -12,6 +12,9 @@ case-insensitively):
   ``Action: <tool> <argument>``.
 * A line that starts with a tool name followed by ``[``, ``(`` or ``:``, without the
   ``Action:`` keyword: ``search[x]``, ``Answer: Paris``.
+* With ``answer_tool`` set, a line that states an answer in prose: ``The answer is:
+  Paris.``, ``The final answer is Paris``, ``Final answer: Paris``. It calls that tool
+  with the rest of the line.
 
 The argument ends at the last closing bracket of its kind on the line, or at the end
 of the line when there is none. Surrounding whitespace, markdown and one pair of
@@ -43,6 +46,10 @@ _CLOSING_BRACKETS = {"[": "]", "(": ")"}
 # `Action:` not preceded by a letter or digit, with markdown around the keyword and the
 # colon, as in erlgym.envs.parser. Group "call" is the rest of the line.
 _ACTION_KEYWORD = re.compile(r"(?<![a-z0-9])action[ \t*_`~]*[:=][ \t*_`~]*(?P<call>.*)", _FLAGS)
+# "The answer is: X", "The final answer is X", "Final answer: X", after markdown.
+_STATED_ANSWER = re.compile(
+    r"^[ \t>*_`~-]*(?:the[ \t]+)?(?:final[ \t]+)?answer"
+    r"(?:[ \t]+is(?:[ \t*_`~]*[:=])?|[ \t*_`~]*[:=])[ \t*_`~]*[ \t*_`~](?P<answer>[^ \t].*)$", _FLAGS)
 _TOOL_WORD = re.compile(r"(?P<tool>[a-z_][a-z0-9_]*)(?P<rest>.*)", _FLAGS | re.DOTALL)
 
 
@@ -79,7 +86,8 @@ class ToolCallParser:
         ValueError: If ``tools`` is empty or a name is not made of ASCII letters.
     """
 
-    def __init__(self, tools: Sequence[str], argument_names: dict[str, str] | None = None) -> None:
+    def __init__(self, tools: Sequence[str], argument_names: dict[str, str] | None = None,
+                 answer_tool: str | None = None) -> None:
         if not tools:
             raise ValueError("tools must name at least one tool, got an empty sequence")
         for tool in tools:
@@ -94,6 +102,9 @@ class ToolCallParser:
         alternatives = "|".join(self.tools)
         # A line that starts, after markdown or a list marker, with a tool name and a bracket or colon.
         self._bare_call = re.compile(rf"^[ \t>*_`~-]*(?P<call>(?:{alternatives})[ \t]*[\[(:].*)$", _FLAGS)
+        if answer_tool is not None and answer_tool.lower() not in self.tools:
+            raise ValueError(f"answer_tool {answer_tool!r} is not one of the tools {', '.join(self.tools)}")
+        self.answer_tool = answer_tool.lower() if answer_tool else None
 
     def parse(self, text: str) -> ToolCallResult:
         """Parse the last tool-call line of a reply into a :class:`ToolCall` or an error."""
@@ -111,7 +122,13 @@ class ToolCallParser:
         if keyword is not None:
             return keyword.group("call")
         bare = self._bare_call.match(line)
-        return bare.group("call") if bare is not None else None
+        if bare is not None:
+            return bare.group("call")
+        if self.answer_tool is not None:
+            stated = _STATED_ANSWER.match(line)
+            if stated is not None and stated.group("answer").strip(_MARKDOWN + "."):
+                return f"{self.answer_tool}: {stated.group('answer').strip(_MARKDOWN).rstrip('.')}"
+        return None
 
     def _parse_call_text(self, call_text: str) -> ToolCallResult:
         match = _TOOL_WORD.match(call_text.strip(_MARKDOWN))

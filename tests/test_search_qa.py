@@ -16,7 +16,7 @@ import erlgym.envs  # noqa: F401  (registers the erlgym environments)
 from erlgym.envs.answer_scoring import F1_THRESHOLD, f1_score, normalize_answer, score_answer
 from erlgym.envs.search_corpus import SNIPPET_CHARS, paginate, task_split, to_printable
 from erlgym.envs.search_qa import EVAL_SEED_START, EXAMPLE_DOCUMENTS, EXAMPLE_TASK, SearchQATextEnv
-from erlgym.envs.tool_calls import ToolCallParser
+from erlgym.envs.tool_calls import ToolCall, ToolCallParser
 from erlgym.redsearch.graph import Document
 from erlgym.redsearch.tasks import Task, TaskSet, TaskSetError
 
@@ -516,6 +516,39 @@ def test_parser_reads_variants(reply, tool, argument):
     assert result.error is None
     assert result.call.tool == tool
     assert result.call.argument == argument
+
+
+@pytest.mark.parametrize(
+    ("reply", "argument"),
+    [
+        ("I need the director.\n\nThe answer is: Mara Lindqvist.", "Mara Lindqvist"),
+        ("The final answer is Tromso", "Tromso"),
+        ("**Final answer:** 1961.", "1961"),
+        ("The answer is: Oslo.\nAction: search[Oslo]", None),
+    ],
+)
+def test_parser_reads_stated_answers(reply, argument):
+    result = ToolCallParser(("search", "open", "answer"), answer_tool="answer").parse(reply)
+
+    assert result.error is None
+    if argument is None:
+        # A later tool call wins over a stated answer.
+        assert result.call.tool == "search"
+    else:
+        assert result.call == ToolCall("answer", argument)
+
+
+def test_prose_mentioning_the_answer_is_no_call():
+    parser = ToolCallParser(("search", "open", "answer"), answer_tool="answer")
+
+    assert parser.parse("The answer lies in the documents.").error == "no tool call found in your reply"
+    assert parser.parse("The answer is").error == "no tool call found in your reply"
+
+
+def test_stated_answers_need_answer_tool():
+    parser = ToolCallParser(("search", "open", "answer"))
+
+    assert parser.parse("The answer is: Oslo.").error == "no tool call found in your reply"
 
 
 def test_parser_ignores_prose_about_tools():
