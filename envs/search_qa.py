@@ -548,6 +548,8 @@ class SearchQATextEnv(gymnasium.Env[str, str]):
         if total == 0:
             return []
         opened = len(self._opened.intersection(self._evidence))
+        if self.task.shape == "count":
+            return self._describe_evidence_read_without_counts(opened, total)
         if total == 1:
             verb = "opened" if opened else "did not open"
             sentences = [f"You {verb} the document that contains the needed facts."]
@@ -569,6 +571,18 @@ class SearchQATextEnv(gymnasium.Env[str, str]):
                 f"{len(unopened_in_results)} needed documents that you did not open were in your "
                 "search results."
             )
+        return sentences
+
+    def _describe_evidence_read_without_counts(self, opened: int, total: int) -> list[str]:
+        """Say how much evidence was opened without numbers: a count answer often equals the document count."""
+        if opened == 0:
+            sentences = ["You opened none of the documents that contain the needed facts."]
+        elif opened < total:
+            sentences = ["You opened some of the documents that contain the needed facts, not all."]
+        else:
+            sentences = ["You opened all the documents that contain the needed facts."]
+        if any(doc_id in self._in_results and doc_id not in self._opened for doc_id in self._evidence):
+            sentences.append("Some needed documents that you did not open were in your search results.")
         return sentences
 
     def _step_after_episode_end(self) -> tuple[str, float, bool, bool, dict[str, Any]]:

@@ -129,7 +129,7 @@ def _add_build_parser(add_subcommand: Callable[..., argparse.ArgumentParser]) ->
     build.add_argument("--out", type=Path, required=True, metavar="FOLDER", help="Task-set folder to write.")
     build.add_argument("--overwrite", action="store_true",
                        help="Write into an existing non-empty --out, replacing its tasks.jsonl, corpus.jsonl and "
-                            "summary.json; other files are left in place.")
+                            "summary.json (other files are left in place), and replace an existing --save-graph file.")
     build.add_argument("--save-graph", type=Path, default=None, metavar="FILE",
                        help="Also write the graph: .json keeps the documents (KnowledgeGraph.save), .graphml "
                             "keeps entities and facts only.")
@@ -199,6 +199,19 @@ def run_build(args: argparse.Namespace) -> int:
         if args.save_graph.is_dir():
             raise TaskCommandError(f"--save-graph {args.save_graph} is a folder. Pass a file path.")
         _check_parents(args.save_graph, "--save-graph")
+        inputs = [getattr(args, name, None) for name in
+                  ("triples", "entity_texts", "relation_texts", "documents", "rel_info", "graph")]
+        flat_inputs = [path for value in inputs if value is not None
+                       for path in (value if isinstance(value, list) else [value])]
+        if any(Path(path).resolve() == args.save_graph.resolve() for path in flat_inputs):
+            raise TaskCommandError(f"--save-graph {args.save_graph} is one of the build's input files. "
+                                   "Pass another path.")
+        if args.save_graph.exists() and not args.overwrite:
+            raise TaskCommandError(f"--save-graph {args.save_graph} already exists. Pass --overwrite to replace "
+                                   "it, or another path.")
+        if not args.save_graph.parent.is_dir():
+            raise TaskCommandError(f"Cannot write --save-graph {args.save_graph}: the folder "
+                                   f"{args.save_graph.parent} does not exist. Create it or pass another path.")
 
     started = time.perf_counter()
     with console.status("building the graph"):
@@ -354,7 +367,7 @@ def _optional_str(path: Path | None) -> str | None:
 def save_task_set(task_set: TaskSet, out: Path) -> None:
     """Write ``task_set`` to ``out`` through a staging folder beside it, so that a failed write leaves no partial set."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = _staging_folder(out)
     try:
         task_set.save(staging)
         if out.exists():
@@ -490,7 +503,7 @@ def run_export(args: argparse.Namespace) -> int:
             import datasets
 
             datasets.disable_progress_bars()
-            staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+            staging = _staging_folder(out)
             try:
                 to_dataset_dict(task_set).save_to_disk(str(staging))
                 if out.exists():
@@ -527,6 +540,18 @@ def _check_export_folder(out: Path, overwrite: bool) -> None:
             raise TaskCommandError(f"--out {out} is not empty and contains no {DATASET_DICT_FILE}, so it is not a "
                                    "dataset that --overwrite may replace. Choose another folder.")
     _check_parents(out)
+
+
+def _staging_folder(out: Path) -> Path:
+    """Make an empty folder beside ``out`` with the permissions the umask gives a new folder.
+
+    ``tempfile.mkdtemp`` creates mode 0700, which the renamed output would keep.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    return staging
 
 
 def _check_parents(path: Path, option: str = "--out") -> None:

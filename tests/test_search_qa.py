@@ -691,6 +691,17 @@ def test_wrong_answer_feedback_names_answer_not_gold():
     assert "Tromso" not in info["episode_feedback"]
 
 
+def test_count_question_feedback_states_no_document_count():
+    # A count answer often equals the number of evidence documents.
+    env = SearchQATextEnv(tasks=example_task_set(shape="count", answer="2"), split="all")
+    env.reset(seed=0)
+    env.step("Action: open[blue-harbor]")
+    info = env.step("Action: answer[5]")[4]
+
+    assert "You opened some of the documents that contain the needed facts, not all." in info["episode_feedback"]
+    assert "2" not in info["episode_feedback"].replace("after 2 steps", "")
+
+
 def test_feedback_counts_evidence_opened():
     env = example_env()
     env.step("Action: open[blue-harbor]")

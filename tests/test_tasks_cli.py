@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 from pathlib import Path
 
 import gymnasium
@@ -336,6 +337,46 @@ def test_save_graph_under_file_rejected(tmp_path):
 
     assert f"Cannot write --save-graph {blocker / 'graph.json'}: {blocker} is a file" in err
     assert not (tmp_path / "tasks").exists()
+
+
+def test_save_graph_keeps_existing_file(tmp_path):
+    existing = tmp_path / "precious.json"
+    existing.write_text("keep me")
+
+    err = run_failing(["tasks", "build", "--out", str(tmp_path / "tasks"), *world_options(),
+                       "--save-graph", str(existing)])
+
+    assert f"--save-graph {existing} already exists. Pass --overwrite" in err
+    assert existing.read_text() == "keep me"
+    assert not (tmp_path / "tasks").exists()
+
+
+def test_save_graph_never_replaces_an_input(tmp_path):
+    documents = tmp_path / "documents.json"
+    documents.write_bytes(REDOCRED.read_bytes())
+
+    err = run_failing(["tasks", "build", "--out", str(tmp_path / "tasks"), "--source", "redocred", "--documents",
+                       str(documents), "--merge-entities", "--overwrite", "--save-graph", str(documents)])
+
+    assert "is one of the build's input files" in err
+    assert documents.read_bytes() == REDOCRED.read_bytes()
+
+
+def test_save_graph_in_missing_folder_rejected(tmp_path):
+    err = run_failing(["tasks", "build", "--out", str(tmp_path / "tasks"), *world_options(),
+                       "--save-graph", str(tmp_path / "missing" / "graph.json")])
+
+    assert "does not exist. Create it or pass another path" in err
+    assert not (tmp_path / "missing").exists()
+
+
+def test_task_set_folder_follows_umask(tmp_path):
+    build = run_build(tmp_path / "tasks", *world_options())
+    umask = os.umask(0)
+    os.umask(umask)
+
+    assert build.status == 0
+    assert (build.out.stat().st_mode & 0o777) == 0o777 & ~umask
 
 
 @pytest.mark.parametrize("options,message", [
