@@ -23,6 +23,9 @@ A task asks for an entity (or a number) that only a walk over several facts reve
 
    - no entity other than the anchors appears in the question by name or alias, the
      answer included;
+   - every named anchor's name belongs to that entity alone: no other entity has it as
+     name or alias, compared case-insensitively with whitespace collapsed. WordNet-style
+     graphs give several synsets one name, and a reader could take the other one;
    - every fact has an evidence document, and the facts need at least two documents;
    - solving the question's :class:`~erlgym.redsearch.queries.Query` over the whole graph
      gives exactly the chosen entity for every variable (a count: exactly the counted set);
@@ -107,6 +110,13 @@ START_TRIES = 6
 # several measures: the requested task count, raised to the first value and capped at
 # the second.
 PILOT_TASKS = (100, 1000)
+# Largest hop count a spec may request (hops bounds, and hops values of targets). A walk
+# and its query grow with the hop count, so a mistyped value fails validation instead of
+# running without end.
+MAX_HOPS = 64
+# Largest task count a spec may request, so a mistyped count fails validation instead of
+# running without end.
+MAX_COUNT = 10_000_000
 
 
 class SynthesisError(ValueError):
@@ -126,12 +136,12 @@ class SynthesisSpec:
     and wording (BM25 depth, attribute descriptions, count range, templates, attempts).
     """
 
-    count: int = field(default=100, metadata=_help("Number of tasks in the set."))
+    count: int = field(default=100, metadata=_help(f"Number of tasks in the set, at most {MAX_COUNT:,}."))
     seed: int = field(default=0, metadata=_help("Seed of the run; task seeds are drawn from it."))
     shapes: dict[str, float] = field(default_factory=lambda: {shape: 1.0 for shape in SHAPES}, metadata=_help(
         "Relative weight of each question shape (bridge, intersection, comparison, count)."))
     hops: tuple[int, int] = field(default=(2, 3), metadata=_help(
-        "Smallest and largest hop count to propose, used when no target names hops."))
+        f"Smallest and largest hop count to propose, used when no target names hops; at most {MAX_HOPS}."))
     targets: dict[str, dict[str, float]] = field(default_factory=dict, metadata=_help(
         'Marginal target shares per difficulty measure, e.g. {"hops": {"2": 0.5, "3": 0.5}}.'))
     joint: list[dict[str, float]] = field(default_factory=list, metadata=_help(
@@ -245,11 +255,30 @@ class Bm25Probe:
 
 @dataclass
 class SynthesisIndexes:
-    """Indexes that synthesis builds once per graph: typed adjacency, the BM25 index of all documents, and its probe."""
+    """Indexes that synthesis builds once per graph: typed adjacency, the BM25 index of all documents, and its probe.
+
+    ``name_counts`` maps each normalized name or alias (:func:`_name_key`) to the number
+    of distinct entities that carry it.
+    """
 
     index: GraphIndex
     search: SearchIndex
     probe: Bm25Probe
+    name_counts: dict[str, int] = field(default_factory=dict)
+
+
+def _name_key(name: str) -> str:
+    """Normalize a name for comparison: whitespace runs collapsed to one space, case folded."""
+    return " ".join(name.split()).casefold()
+
+
+def _name_counts(index: GraphIndex) -> dict[str, int]:
+    """Count, for each normalized name or alias, the distinct entities that carry it."""
+    counts: Counter = Counter()
+    for entity, name in index.names.items():
+        keys = {_name_key(name)} | {_name_key(alias) for alias in index.aliases.get(entity, ())}
+        counts.update(keys)
+    return dict(counts)
 
 
 _INDEXES: weakref.WeakKeyDictionary[KnowledgeGraph, SynthesisIndexes] = weakref.WeakKeyDictionary()
@@ -268,7 +297,7 @@ def synthesis_indexes(graph: KnowledgeGraph) -> SynthesisIndexes:
         started = time.perf_counter()
         index = GraphIndex(graph)
         search = SearchIndex(graph.documents)
-        state = SynthesisIndexes(index, search, Bm25Probe(search))
+        state = SynthesisIndexes(index, search, Bm25Probe(search), _name_counts(index))
         _INDEXES[graph] = state
         logger.info("indexed graph %s (%d entities, %d documents) in %.1f s", graph.name, graph.num_entities,
                     len(graph.documents), time.perf_counter() - started)
@@ -721,6 +750,18 @@ def _leak_reasons(question: str, answer: str, aliases: Iterable[str], query: Que
     return reasons
 
 
+def _anchor_reasons(query: Query, state: SynthesisIndexes) -> list[str]:
+    """Return an ambiguous_anchor reason for each named anchor whose name another entity also carries."""
+    reasons = []
+    anchors = {variable.entity for variable in query.variables.values() if variable.entity is not None}
+    for entity in sorted(anchors):
+        name = state.index.names.get(entity, entity)
+        carriers = state.name_counts.get(_name_key(name), 0)
+        if carriers > 1:
+            reasons.append(f"ambiguous_anchor: {carriers} entities carry the anchor name {name!r} of {entity}")
+    return reasons
+
+
 def _fact_documents(index: GraphIndex, facts: list[tuple[str, str, str]],
                     attribute_facts: list[tuple[str, str]]) -> tuple[list[frozenset[str]], list[str]]:
     """Return the evidence documents of every fact, and a reason for each fact the graph lacks or cannot document."""
@@ -823,6 +864,7 @@ def verify_task(graph: KnowledgeGraph, task: Task, index: SearchIndex | None = N
         attribute_facts += [(entity, query.attribute) for name in query.candidates for entity in query.bindings[name]]
 
     reasons = _leak_reasons(task.question, task.answer, task.aliases, query, state.index)
+    reasons += _anchor_reasons(query, state)
     documents, evidence_reasons = _fact_documents(state.index, list(dict.fromkeys(facts)), attribute_facts)
     reasons += evidence_reasons
     reasons += _uniqueness_reasons(query, state.index, task.answer)
@@ -878,6 +920,7 @@ def _attempt(graph: KnowledgeGraph, seed: int, spec: SynthesisSpec, state: Synth
     draft.question = draft.question[0].upper() + draft.question[1:]
 
     reasons = _leak_reasons(draft.question, draft.answer, draft.aliases, draft.query, state.index)
+    reasons += _anchor_reasons(draft.query, state)
     if reasons:
         return None, _code(reasons[0])
     documents, reasons = _fact_documents(state.index, draft.facts, draft.attribute_facts)
@@ -947,11 +990,49 @@ class _Targets:
         return ", ".join(f"{measure}={value}" for measure, value in zip(self.measures, cell))
 
 
+def _check_share(share: Any, where: str) -> None:
+    """Raise SynthesisError unless ``share`` is a finite non-negative number."""
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not math.isfinite(share) or share < 0:
+        raise SynthesisError(f"{where} must be a finite non-negative number, got {share!r}.")
+
+
 def _normalized(shares: dict[Any, float], where: str) -> dict[Any, float]:
+    for key, share in shares.items():
+        _check_share(share, f"{where}[{key!r}]")
     total = sum(shares.values())
-    if any(not isinstance(share, (int, float)) or share < 0 for share in shares.values()) or total <= 0:
-        raise SynthesisError(f"{where}: shares must be non-negative numbers with a positive sum, got {shares}.")
+    if not math.isfinite(total) or total <= 0:
+        raise SynthesisError(f"{where}: shares must have a positive finite sum, got {shares}.")
     return {key: share / total for key, share in shares.items() if share > 0}
+
+
+def _measure_value(measure: str, value: Any, where: str) -> int:
+    """Return a target's measure value as an int; hops values must lie in 1..MAX_HOPS, others must be non-negative.
+
+    Accepts ints, integral floats such as 2.0, and decimal integer strings (marginal
+    target keys). Floats above 2**53 are rejected, since they no longer stand for one
+    integer (1e300 is the nearest double to many integers). Raises SynthesisError for
+    anything else.
+    """
+    if isinstance(value, str):
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+    elif isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) <= 2**53:
+        number = int(value)
+    else:
+        number = None
+    if number is None:
+        raise SynthesisError(f"{where}: the {measure} value must be an integer, got {value!r}.")
+    low, high = (1, MAX_HOPS) if measure == "hops" else (0, None)
+    if number < low or (high is not None and number > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise SynthesisError(f"{where}: the {measure} value must be {bound}, got {value!r}.")
+    return number
 
 
 def _parse_targets(spec: SynthesisSpec) -> _Targets | None:
@@ -963,11 +1044,10 @@ def _parse_targets(spec: SynthesisSpec) -> _Targets | None:
             if measure not in DIFFICULTY_MEASURES:
                 raise SynthesisError(f"Unknown difficulty measure {measure!r} in targets; use one of "
                                      f"{', '.join(DIFFICULTY_MEASURES)}.")
-            try:
-                values = {int(value): share for value, share in shares.items()}
-            except (TypeError, ValueError, AttributeError):
-                raise SynthesisError(f"targets[{measure!r}] must map integer values to shares, "
-                                     f"got {shares!r}.") from None
+            if not isinstance(shares, dict):
+                raise SynthesisError(f"targets[{measure!r}] must map integer values to shares, got {shares!r}.")
+            where = f"targets[{measure!r}]"
+            values = {_measure_value(measure, value, where): share for value, share in shares.items()}
             marginals[measure] = _normalized(values, f"targets[{measure!r}]")
         measures = tuple(measure for measure in DIFFICULTY_MEASURES if measure in marginals)
         return _Targets(measures, marginals, None)
@@ -982,10 +1062,9 @@ def _parse_targets(spec: SynthesisSpec) -> _Targets | None:
             if set(row) != set(measures) | {"share"}:
                 raise SynthesisError(f"Every joint target row needs the same measures {list(measures)} and a share; "
                                      f"got {row}.")
-            try:
-                shares[tuple(int(row[measure]) for measure in measures)] += row["share"]
-            except (TypeError, ValueError):
-                raise SynthesisError(f"Joint target row {row} must hold integer values and a numeric share.") from None
+            where = f"Joint target row {row}"
+            _check_share(row["share"], f"{where}: the share")
+            shares[tuple(_measure_value(measure, row[measure], where) for measure in measures)] += row["share"]
         joint = _normalized(dict(shares), "joint target")
         marginals = {measure: defaultdict(float) for measure in measures}
         for cell, share in joint.items():
@@ -1089,15 +1168,21 @@ def _check_spec(spec: SynthesisSpec) -> None:
 
 
 def _check_spec_values(spec: SynthesisSpec) -> None:
-    if not isinstance(spec.count, int) or spec.count < 1:
+    if not isinstance(spec.count, int) or isinstance(spec.count, bool) or spec.count < 1:
         raise SynthesisError(f"count must be a positive integer, got {spec.count!r}.")
+    if spec.count > MAX_COUNT:
+        raise SynthesisError(f"count must be at most {MAX_COUNT:,}, got {spec.count!r}.")
     unknown = set(spec.shapes) - set(SHAPES)
     if unknown:
         raise SynthesisError(f"Unknown shape(s) {', '.join(sorted(unknown))}; use {', '.join(SHAPES)}.")
     _normalized(dict(spec.shapes), "shapes")
     low, high = spec.hops
+    if not all(isinstance(bound, int) and not isinstance(bound, bool) for bound in (low, high)):
+        raise SynthesisError(f"hops must be two integers (low, high), got {spec.hops}.")
     if not 1 <= low <= high:
         raise SynthesisError(f"hops must be a range (low, high) with 1 <= low <= high, got {spec.hops}.")
+    if high > MAX_HOPS:
+        raise SynthesisError(f"hops must be at most {MAX_HOPS}, got {spec.hops}.")
     if spec.bm25_k is not None and spec.bm25_k < 1:
         raise SynthesisError(f"bm25_k must be at least 1 or None, got {spec.bm25_k}.")
     if not 1 <= spec.min_count <= spec.max_count:

@@ -16,7 +16,8 @@ from erlgym.redsearch.difficulty import (count_cycles, exact_treewidth, min_docu
                                          treewidth)
 from erlgym.redsearch.graph import Document, KnowledgeGraph
 from erlgym.redsearch.queries import Constraint, GraphIndex, Query, Variable, solve
-from erlgym.redsearch.synthesis import (Bm25Probe, SynthesisError, SynthesisSpec, _fit_joint, _plan_quotas,
+from erlgym.redsearch.synthesis import (MAX_COUNT, MAX_HOPS, Bm25Probe, SynthesisError, SynthesisSpec, _fit_joint,
+                                        _plan_quotas,
                                         _round_joint, _Run, _Targets, difficulty_of, synthesize, synthesize_task,
                                         verify_task)
 from erlgym.redsearch.tasks import DIFFICULTY_MEASURES, SHAPES, Task, TaskSet
@@ -380,6 +381,75 @@ def test_synthesis_never_keeps_ambiguous_task():
         for name in query.variables:
             if name != query.target or query.operation != "count":
                 assert len(projections[name]) == 1, (task.question, name, projections[name])
+
+
+def namesake_town(name: str) -> KnowledgeGraph:
+    """The town plus a river named ``name`` that has no facts."""
+    graph = build_town()
+    graph.add_entity("river", name, "river")
+    graph.add_document(Document("river", name, [f"{name} is a river."]))
+    return graph
+
+
+def anchor_codes(reasons: list[str]) -> list[str]:
+    return [reason for reason in reasons if reason.startswith("ambiguous_anchor")]
+
+
+@pytest.mark.parametrize("name", ["Avonlea", " avonlea", "AVONLEA"])
+def test_shared_anchor_name_rejected(name):
+    graph = namesake_town(name)
+    task = make_task("Which person was born in Avonlea and works for Bolt Press?", "Cal Dunn",
+                     born_and_works_query(), graph, ["cal"])
+
+    reasons = anchor_codes(verify_task(graph, task))
+
+    assert len(reasons) == 1, reasons
+    assert "'Avonlea' of avon" in reasons[0]
+
+
+def test_shared_anchor_alias_rejected():
+    graph = build_town()
+    graph.add_entity("river", "Avon Water", "river", aliases=["Bolt  press"])
+    task = make_task("Which person was born in Avonlea and works for Bolt Press?", "Cal Dunn",
+                     born_and_works_query(), graph, ["cal"])
+
+    reasons = anchor_codes(verify_task(graph, task))
+
+    assert len(reasons) == 1, reasons
+    assert "'Bolt Press' of bolt" in reasons[0]
+
+
+def test_distinct_anchor_names_pass():
+    graph = namesake_town("Avon River")
+    task = make_task("Which person was born in Avonlea and works for Bolt Press?", "Cal Dunn",
+                     born_and_works_query(), graph, ["cal"])
+
+    assert anchor_codes(verify_task(graph, task)) == []
+
+
+def test_synthesis_counts_ambiguous_anchors():
+    graph = namesake_town("Avonlea")
+    spec = SynthesisSpec(count=5, seed=0, shapes={"bridge": 1.0, "intersection": 1.0}, max_attempts=2000)
+
+    task_set = synthesize(graph, spec)
+
+    assert task_set.summary["rejections"].get("ambiguous_anchor", 0) > 0
+    for task in task_set.tasks:
+        query = Query.from_dict(task.query)
+        anchors = {variable.entity for variable in query.variables.values() if variable.entity}
+        assert "avon" not in anchors, task.question
+
+
+def test_distinct_names_keep_anchor():
+    graph = namesake_town("Avon River")
+    spec = SynthesisSpec(count=5, seed=0, shapes={"bridge": 1.0, "intersection": 1.0}, max_attempts=2000)
+
+    task_set = synthesize(graph, spec)
+
+    anchors = {variable["entity"] for task in task_set.tasks for variable in task.query["variables"].values()
+               if variable.get("entity")}
+    assert "ambiguous_anchor" not in task_set.summary["rejections"]
+    assert "avon" in anchors
 
 
 def test_answer_in_question_rejected(town):
@@ -758,7 +828,7 @@ def test_incompatible_marginals_rejected(world):
     ({"shapes": {"riddle": 1.0}}, "Unknown shape"),
     ({"hops": (3, 2)}, "hops must be a range"),
     ({"targets": {"depth": {"2": 1.0}}}, "Unknown difficulty measure 'depth'"),
-    ({"targets": {"hops": {"two": 1.0}}}, "must map integer values"),
+    ({"targets": {"hops": {"two": 1.0}}}, "the hops value must be an integer, got 'two'"),
     ({"targets": {"hops": {"2": 1.0}}, "joint": [{"hops": 2, "share": 1.0}]}, "not both"),
     ({"shapes": {"intersection": 1.0}, "hops": (1, 1)}, "intersection and comparison at least 2"),
     ({"bm25_k": 0}, "bm25_k must be at least 1"),
@@ -766,6 +836,52 @@ def test_incompatible_marginals_rejected(world):
 def test_invalid_spec_rejected(world, changes, message):
     with pytest.raises(SynthesisError, match=message):
         synthesize(world, SynthesisSpec(**changes))
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"shapes": {"bridge": INF}}, "shapes['bridge'] must be a finite non-negative number, got inf."),
+    ({"shapes": {"bridge": NAN, "count": 1.0}}, "shapes['bridge'] must be a finite non-negative number, got nan."),
+    ({"shapes": {"bridge": -1.0, "count": 1.0}}, "shapes['bridge'] must be a finite non-negative number, got -1.0."),
+    ({"shapes": {"bridge": 1e308, "count": 1e308}}, "shapes: shares must have a positive finite sum"),
+    ({"targets": {"hops": {"2": INF, "3": 1}}}, "targets['hops'][2] must be a finite non-negative number, got inf."),
+    ({"targets": {"hops": {"2": NAN}}}, "targets['hops'][2] must be a finite non-negative number, got nan."),
+    ({"targets": {"documents": {"2": -0.5, "3": 1}}},
+     "targets['documents'][2] must be a finite non-negative number, got -0.5."),
+    ({"targets": {"hops": {"65": 1}}}, f"the hops value must be between 1 and {MAX_HOPS}, got '65'."),
+    ({"targets": {"hops": {"0": 1}}}, f"the hops value must be between 1 and {MAX_HOPS}, got '0'."),
+    ({"joint": [{"hops": 2, "share": NAN}]}, "the share must be a finite non-negative number, got nan."),
+    ({"joint": [{"hops": 2, "share": INF}]}, "the share must be a finite non-negative number, got inf."),
+    ({"joint": [{"hops": 2, "share": -1}]}, "the share must be a finite non-negative number, got -1."),
+    ({"joint": [{"hops": 2.5, "share": 1}]}, "the hops value must be an integer, got 2.5."),
+    ({"joint": [{"hops": 1e300, "share": 1}]}, "the hops value must be an integer, got 1e+300."),
+    ({"joint": [{"hops": INF, "share": 1}]}, "the hops value must be an integer, got inf."),
+    ({"joint": [{"hops": 100, "share": 1}]}, f"the hops value must be between 1 and {MAX_HOPS}, got 100."),
+    ({"joint": [{"hops": 2, "documents": 1e300, "share": 1}]}, "the documents value must be an integer, got 1e+300."),
+    ({"joint": [{"hops": 2, "documents": -2, "share": 1}]}, "the documents value must be at least 0, got -2."),
+    ({"hops": (2.5, 3)}, "hops must be two integers (low, high), got (2.5, 3)."),
+    ({"hops": (2, MAX_HOPS + 1)}, f"hops must be at most {MAX_HOPS}, got (2, {MAX_HOPS + 1})."),
+    ({"hops": (10**20, 10**20)}, f"hops must be at most {MAX_HOPS}"),
+    ({"count": MAX_COUNT + 1}, f"count must be at most {MAX_COUNT:,}, got {MAX_COUNT + 1}."),
+    ({"count": 10**20}, f"count must be at most {MAX_COUNT:,}, got {10**20}."),
+])
+def test_non_finite_spec_values_rejected(changes, message):
+    with pytest.raises(SynthesisError) as raised:
+        SynthesisSpec(**changes).validate()
+
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("changes", [
+    {"joint": [{"hops": 2.0, "share": 1}]},
+    {"hops": (1, MAX_HOPS)},
+    {"count": MAX_COUNT},
+    {"targets": {"hops": {"2": 0, "3": 1}}},
+])
+def test_spec_bounds_accepted(changes):
+    assert SynthesisSpec(**changes).validate() is not None
 
 
 # ---------------------------------------------------------------------- templates

@@ -410,6 +410,27 @@ def test_build_bad_option(tmp_path, options, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("options,message", [
+    (["--targets", '{"hops": {"2": Infinity, "3": 1}}'],
+     "targets['hops'][2] must be a finite non-negative number, got inf."),
+    (["--joint", '[{"hops": 2, "share": NaN}]'], "the share must be a finite non-negative number, got nan."),
+    (["--joint", '[{"hops": 1e300, "share": 1}]'], "the hops value must be an integer, got 1e+300."),
+    (["--joint", '[{"hops": 2.5, "share": 1}]'], "the hops value must be an integer, got 2.5."),
+    (["--shapes", '{"bridge": Infinity}'], "shapes['bridge'] must be a finite non-negative number, got inf."),
+    (["--shapes", '{"bridge": NaN, "count": 1}'], "shapes['bridge'] must be a finite non-negative number, got nan."),
+    (["--hops", "99999999999999999999"], "hops must be at most 64, got (99999999999999999999, 99999999999999999999)."),
+    (["--count", "99999999999999999999"], "count must be at most 10,000,000, got 99999999999999999999."),
+])
+def test_build_non_finite_spec_value(tmp_path, options, message):
+    out = tmp_path / "tasks"
+
+    err = run_failing(["tasks", "build", "--out", str(out), "--source", "world", *options])
+
+    assert message in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("source,message", [
     ("triples", "--source triples needs --triples FILE [FILE ...]"),
     ("redocred", "--source redocred needs --documents FILE"),
