@@ -5,7 +5,7 @@ import json
 import pytest
 
 from erlgym.erl.memory import MemoryItem, ReflectionMemory
-from erlgym.erl.run import train
+from erlgym.erl.run import RunError, train
 from erlgym.erl.trainer import MEMORY_FILE
 from tiny_model import tiny_train_config
 
@@ -217,14 +217,20 @@ def test_unknown_scope_rejected():
         ReflectionMemory(scope="stream")
 
 
-def test_resumed_run_takes_config_scope(action_model_dir, tmp_path):
-    """A run resumed with another memory scope filters with the new scope; the saved one is only a record."""
+def test_resumed_run_keeps_task_scope(action_model_dir, tmp_path):
     run_dir = tmp_path / "run"
-    train(tiny_train_config(action_model_dir, output_dir=str(run_dir), steps=1))
-    checkpoint_memory = ReflectionMemory.load(run_dir / "checkpoints" / "checkpoint-1" / MEMORY_FILE)
+    train(tiny_train_config(action_model_dir, output_dir=str(run_dir), steps=1, memory_scope="task"))
 
     train(tiny_train_config(action_model_dir, output_dir=str(run_dir), steps=2, memory_scope="task"), resume=True)
-    final_memory = ReflectionMemory.load(run_dir / "final" / MEMORY_FILE)
 
-    assert checkpoint_memory.scope == "global"
-    assert final_memory.scope == "task"
+    assert ReflectionMemory.load(run_dir / "checkpoints" / "checkpoint-1" / MEMORY_FILE).scope == "task"
+    assert ReflectionMemory.load(run_dir / "final" / MEMORY_FILE).scope == "task"
+
+
+def test_resume_with_other_scope_rejected(action_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_train_config(action_model_dir, output_dir=str(run_dir), steps=1))
+
+    with pytest.raises(RunError, match="memory_scope='task'"):
+        train(tiny_train_config(action_model_dir, output_dir=str(run_dir), steps=2, memory_scope="task"),
+              resume=True)
