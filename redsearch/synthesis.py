@@ -91,7 +91,8 @@ logger = logging.getLogger(__name__)
 MIN_HOPS = {"bridge": 1, "intersection": 2, "comparison": 2, "count": 1}
 """Minimum number of relation constraints (hops) of each shape."""
 PERSON_TYPES = frozenset({"person", "human"})
-"""Entity types that a bridge question asks about with "Who" instead of "What"."""
+"""Type words (see :func:`~erlgym.redsearch.templates.type_words`) of the entities that
+bridge and comparison questions ask about with "Who" instead of "What" or "Which"."""
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
                 "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
 
@@ -362,6 +363,9 @@ class _QuestionBuilder:
         self.attribute_facts: list[tuple[str, str]] = []
         # Attributes that descriptions must not use, such as the one a comparison asks about.
         self.hidden_attributes: set[str] = set()
+        # Attribute phrases that the walks of this question already use, so that no
+        # bracketed note appears twice in one question.
+        self.used_notes: set[str] = set()
 
     # -------------------------------------------------------------- variables
 
@@ -445,6 +449,8 @@ class _QuestionBuilder:
                 continue
             if any(self.index.attributes[rival].get(attribute) == value for rival in rivals):
                 continue
+            if self.templates.attribute_phrase(attribute, value) in self.used_notes:
+                continue
             if self.index.attribute_documents(entity, attribute):
                 return typed, (attribute, value)
         return None
@@ -491,11 +497,17 @@ class _QuestionBuilder:
         steps: list[_Step] = []
         visited = set(avoid) | {start}
         current = start
+        notes: set[str] = set()
         for hop in range(length):
             last = hop == length - 1
             step = self.choose_step(current, visited, reuse if last else frozenset(), prefer_reuse)
             if step is None:
+                self.used_notes -= notes
                 return None
+            if step.attribute is not None:
+                note = self.templates.attribute_phrase(*step.attribute)
+                notes.add(note)
+                self.used_notes.add(note)
             steps.append(step)
             visited.add(step.neighbor)
             current = step.neighbor
@@ -521,6 +533,10 @@ class _QuestionBuilder:
         return phrase, previous
 
 
+def _is_person(entity_type: str) -> bool:
+    return type_words(entity_type) in PERSON_TYPES
+
+
 def _contains(ordered: tuple[str, ...], item: str) -> bool:
     """Return whether the sorted tuple ``ordered`` contains ``item`` (binary search)."""
     position = bisect.bisect_left(ordered, item)
@@ -535,7 +551,7 @@ def _bridge(builder: _QuestionBuilder, hops: int) -> _Draft | None:
         if steps is None:
             continue
         phrase, target = builder.describe(steps)
-        question = f"{'Who' if index.types[answer] in PERSON_TYPES else 'What'} is {phrase}?"
+        question = f"{'Who' if _is_person(index.types[answer]) else 'What'} is {phrase}?"
         return _Draft("bridge", builder.query("select", target=target), question,
                       index.names[answer], list(index.aliases[answer]), builder.facts(), builder.attribute_facts)
     return None
@@ -667,8 +683,8 @@ def _comparison(builder: _QuestionBuilder, hops: int) -> _Draft | None:
         order = rng.choice(("min", "max"))
         winner = first if (values[0] < values[1]) == (order == "min") else second
         builder.attribute_facts.extend([(first, attribute), (second, attribute)])
-        question = (f"Which {builder.templates.comparative(attribute, order)}: "
-                    f"{first_phrase} or {second_phrase}?")
+        pronoun = "Who" if _is_person(entity_type) else "Which"
+        question = f"{pronoun} {builder.templates.comparative(attribute, order)}: {first_phrase} or {second_phrase}?"
         query = builder.query("compare", candidates=[first_variable, second_variable], attribute=attribute, order=order)
         return _Draft("comparison", query, question, index.names[winner], list(index.aliases[winner]),
                       builder.facts(), builder.attribute_facts)

@@ -31,7 +31,8 @@ For a fact ``head --relation--> tail``:
 Placeholders: ``{head}`` or ``{tail}`` (the other entity's name or phrase),
 ``{head_type}``, ``{tail_type}`` and their plurals ``{head_types}``, ``{tail_types}``.
 An attribute's ``phrase`` takes ``{value}`` (format specs such as ``{value:,}`` work for
-numbers), and ``min``/``max`` are comparatives for comparison questions.
+numbers) or ``{a_value}``, the value after "a" or "an" ("a university"), and
+``min``/``max`` are comparatives for comparison questions.
 
 A relation is looked up by id, then by its readable name. Fields that no file gives are
 derived from the relation name by :func:`default_relation_template`.
@@ -58,7 +59,7 @@ RELATION_FIELDS = {
     "count_tails": {"head"} | TYPE_FIELDS,
 }
 """Each relation template field and the placeholders it may use."""
-ATTRIBUTE_FIELDS = {"phrase": {"value"}, "min": set(), "max": set()}
+ATTRIBUTE_FIELDS = {"phrase": {"value", "a_value"}, "min": set(), "max": set()}
 
 # Words that end a relation name such as "born in" or "works for".
 PREPOSITIONS = frozenset({"about", "as", "at", "by", "for", "from", "in", "into", "of", "on", "to", "with"})
@@ -73,13 +74,42 @@ class TemplateError(ValueError):
     """An invalid template file or entry; the message names the file, the entry and the field."""
 
 
+# Named-entity tags used as entity types by Re-DocRED and DocRED graphs, and the noun
+# that questions use for each.
+NER_TYPE_WORDS = {"PER": "person", "ORG": "organisation", "LOC": "place", "TIME": "date", "NUM": "number",
+                  "MISC": "thing"}
+# Irregular plurals of nouns that entity types use.
+IRREGULAR_PLURALS = {"person": "people", "child": "children", "man": "men", "woman": "women"}
+# Word beginnings that take "a" although they start with a vowel letter, and "an"
+# although they start with a consonant letter.
+A_BEFORE_VOWEL = ("uni", "use", "usu", "uti", "eu", "one", "once")
+AN_BEFORE_CONSONANT = ("hour", "honest", "honour", "heir")
+
+
 def type_words(entity_type: str) -> str:
-    """Return an entity type as words: ``film_studio`` → ``film studio``."""
+    """Return an entity type as words: ``film_studio`` → ``film studio``, the tag ``LOC`` → ``place``."""
+    if entity_type in NER_TYPE_WORDS:
+        return NER_TYPE_WORDS[entity_type]
     return entity_type.replace("_", " ").replace("-", " ").strip() or "entity"
 
 
+def indefinite(noun: str) -> str:
+    """Return ``noun`` after "a" or "an", chosen by its spelling: ``university`` → ``a university``."""
+    lower = noun.lower()
+    if lower.startswith(AN_BEFORE_CONSONANT):
+        article = "an"
+    elif lower.startswith(A_BEFORE_VOWEL):
+        article = "a"
+    else:
+        article = "an" if lower[:1] in ("a", "e", "i", "o", "u") else "a"
+    return f"{article} {noun}"
+
+
 def plural(noun: str) -> str:
-    """Return the English plural of the last word of ``noun`` (regular forms only)."""
+    """Return the English plural of the last word of ``noun``: regular forms and :data:`IRREGULAR_PLURALS`."""
+    before, _, last = noun.rpartition(" ")
+    if last in IRREGULAR_PLURALS:
+        return (before + " " if before else "") + IRREGULAR_PLURALS[last]
     if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u", ""):
         return noun[:-1] + "ies"
     if noun.endswith(("s", "x", "z", "ch", "sh")):
@@ -135,7 +165,7 @@ def default_relation_template(name: str) -> dict[str, str]:
             "count_tails": quoted_tails,
         }
         if present_tense:
-            # "works for" → "How many persons work for X?", "How many ... does X work for?"
+            # "works for" → "How many people work for X?", "How many ... does X work for?"
             base = " ".join([first[:-1], *words[1:]])
             template["count_heads"] = f"How many {{head_types}} {base} {{tail}}?"
             template["count_tails"] = f"How many {{tail_types}} does {{head}} {base}?"
@@ -216,6 +246,35 @@ def _merge(base: dict[str, dict[str, str]], override: dict[str, dict[str, str]])
     return merged
 
 
+# Words that start the part of a noun phrase after its head noun ("the founder | of X",
+# "the one | that X founded").
+_POSTMODIFIERS = re.compile(r" (?:that|which|who|whom|whose|where|when) ")
+
+
+def _note_position(template: str, template_field: str) -> int:
+    """Return where a bracketed note about the entity that a phrase field describes goes in ``template``.
+
+    The note follows the entity's type placeholder when the field has one ("the {tail_type}
+    where ..."). Otherwise it goes before the last " of " ahead of the other entity's
+    placeholder ("the founder | of {head}"), or before a relative word ("the one | that
+    {head} ..."), so that it never sits after a nested phrase about another entity. A
+    template with none of these gets the note at its end ("{head}'s spouse |").
+    """
+    own, other = ("head", "tail") if template_field.startswith("head") else ("tail", "head")
+    own_type = "{" + own + "_type}"
+    if own_type in template:
+        return template.index(own_type) + len(own_type)
+    other_at = template.find("{" + other + "}")
+    prefix = template if other_at < 0 else template[:other_at]
+    of_at = prefix.rfind(" of ")
+    if of_at >= 0:
+        return of_at
+    relative = _POSTMODIFIERS.search(prefix)
+    if relative:
+        return relative.start()
+    return len(template)
+
+
 @dataclass
 class QuestionTemplates:
     """Relation and attribute templates; see the module docstring for the fields."""
@@ -272,13 +331,13 @@ class QuestionTemplates:
         """Fill one relation field. ``other`` is the name or phrase that fills its ``{head}`` or ``{tail}``.
 
         A ``note`` about the described entity (an attribute phrase) goes in brackets right
-        after its type noun, or at the end when the field does not name the type.
+        after the noun that names that entity; see :func:`_note_position`.
         """
         template = self.relation(relation, name)[template_field]
         if note:
-            own_type = "{head_type}" if template_field.startswith("head") else "{tail_type}"
+            position = _note_position(template, template_field)
             escaped = " (" + note.replace("{", "{{").replace("}", "}}") + ")"
-            template = template.replace(own_type, own_type + escaped, 1) if own_type in template else template + escaped
+            template = template[:position] + escaped + template[position:]
         head_words, tail_words = type_words(head_type), type_words(tail_type)
         return template.format(
             head=other, tail=other, head_type=head_words, tail_type=tail_words,
@@ -287,9 +346,10 @@ class QuestionTemplates:
     def attribute_phrase(self, attribute: str, value: Any) -> str:
         template = self.attribute(attribute)["phrase"]
         try:
-            return template.format(value=value)
+            return template.format(value=value, a_value=indefinite(str(value)))
         except (ValueError, TypeError):
             # A numeric format spec such as {value:,} applied to a string value.
+            template = re.sub(r"\{a_value[^}]*\}", indefinite(str(value)), template)
             return re.sub(r"\{value[^}]*\}", str(value), template)
 
     def comparative(self, attribute: str, order: str) -> str:

@@ -21,7 +21,8 @@ from erlgym.redsearch.synthesis import (MAX_COUNT, MAX_HOPS, Bm25Probe, Synthesi
                                         _round_joint, _Run, _Targets, difficulty_of, synthesize, synthesize_task,
                                         verify_task)
 from erlgym.redsearch.tasks import DIFFICULTY_MEASURES, SHAPES, Task, TaskSet
-from erlgym.redsearch.templates import QuestionTemplates, TemplateError, default_relation_template
+from erlgym.redsearch.templates import (QuestionTemplates, TemplateError, default_relation_template, plural,
+                                         type_words)
 
 # ---------------------------------------------------------------------- graphs
 
@@ -988,3 +989,126 @@ def test_generated_world_tasks_verify():
 def test_spec_of_wrong_types_rejected(values):
     with pytest.raises(SynthesisError, match="Invalid synthesis spec|must"):
         SynthesisSpec(**values).validate()
+
+
+# ---------------------------------------------------------------------- question wording
+
+
+@pytest.fixture(scope="module")
+def generated_questions() -> list[str]:
+    """Questions of 3000 tasks synthesized from three generated worlds of 2000 entities."""
+    from erlgym.redsearch.world import generate_world
+    questions = []
+    for seed in range(3):
+        graph = generate_world(2000, seed=seed)
+        names = [graph.entity_name(entity) for entity in graph.graph.nodes]
+        # A question may end in ")?" only through a note, not through an entity name.
+        assert not any(name.endswith(")") for name in names)
+        task_set = synthesize(graph, SynthesisSpec(count=1000, seed=seed, hops=(2, 5)))
+        questions.extend(task.question for task in task_set.tasks)
+    return questions
+
+
+def test_note_not_at_question_end(generated_questions):
+    ending_in_note = [question for question in generated_questions if question.endswith(")?")]
+
+    assert ending_in_note == []
+
+
+def test_note_not_repeated(generated_questions):
+    repeated = [question for question in generated_questions
+                if any(count > 1 for count in Counter(re.findall(r"\(([^()]*)\)", question)).values())]
+
+    assert repeated == []
+
+
+@pytest.mark.parametrize("relation,field,other,expected", [
+    ("founded_by", "tail_phrase", "Acme", "the founder (born in 1920) of Acme"),
+    ("spouse_of", "head_phrase", "Ben", "the spouse (born in 1920) of Ben"),
+    ("born_in", "head_phrase", "Avonlea", "the person (born in 1920) born in Avonlea"),
+    ("place of birth", "tail_phrase", "Ada", "the place of birth (born in 1920) of Ada"),
+    ("rivals_with", "tail_phrase", "Acme", "the person (born in 1920) that Acme rivals with"),
+])
+def test_note_follows_head_noun(relation, field, other, expected):
+    templates = QuestionTemplates.load()
+
+    text = templates.render(relation, None, field, other, "person", "person", note="born in 1920")
+
+    assert text == expected
+
+
+def test_note_position_in_override():
+    templates = QuestionTemplates.load({"relations": {"born_in": {
+        "tail_phrase": "the one that {head} was born in", "head_phrase": "{tail}'s native"}}})
+
+    tail_text = templates.render("born_in", None, "tail_phrase", "Ada", "person", "city", note="a port")
+    head_text = templates.render("born_in", None, "head_phrase", "Avonlea", "person", "city", note="a poet")
+
+    assert tail_text == "the one (a port) that Ada was born in"
+    assert head_text == "Avonlea's native (a poet)"
+
+
+def test_person_comparison_asks_who(generated_questions):
+    person_comparisons = [question for question in generated_questions
+                          if re.match(r"\w+ was born (earlier|later): ", question)]
+
+    assert person_comparisons
+    assert [question for question in person_comparisons if not question.startswith("Who ")] == []
+
+
+def test_person_count_says_people(generated_questions):
+    assert any(question.startswith("How many people") for question in generated_questions)
+    assert not any("persons" in question for question in generated_questions)
+
+
+def test_category_note_uses_article():
+    templates = QuestionTemplates.load()
+
+    assert templates.attribute_phrase("category", "university") == "a university"
+    assert templates.attribute_phrase("category", "album") == "an album"
+    assert templates.attribute_phrase("category", "record label") == "a record label"
+    assert templates.attribute_phrase("category", "hour") == "an hour"
+
+
+def build_tagged_graph() -> KnowledgeGraph:
+    """A graph whose entity types are the named-entity tags PER, ORG and LOC, as in Re-DocRED."""
+    b = GraphBuilder("tagged")
+    for place, name in (("l0", "Avonlea"), ("l1", "Bree"), ("l2", "Cairhill")):
+        b.entity(place, name, "LOC")
+    for organisation, name, place in (("o0", "Acme Foundry", "l0"), ("o1", "Bolt Press", "l1"),
+                                      ("o2", "Cask Works", "l2")):
+        b.entity(organisation, name, "ORG")
+        b.fact(organisation, "headquartered_in", place)
+    people = [("p0", "Ada Quill"), ("p1", "Ben Marsh"), ("p2", "Cal Dunn"), ("p3", "Dee Fenn"),
+              ("p4", "Eve Gray"), ("p5", "Finn Hale")]
+    for number, (person, name) in enumerate(people):
+        b.entity(person, name, "PER")
+        b.fact(person, "born_in", f"l{number % 3}")
+        b.fact(person, "works_for", f"o{(number + number // 3) % 3}")
+    return b.build()
+
+
+def test_tag_types_worded_as_nouns():
+    graph = build_tagged_graph()
+    spec = SynthesisSpec(shapes={"bridge": 0.3, "intersection": 0.3, "count": 0.4}, hops=(1, 3), min_count=2)
+
+    tasks = [synthesize_task(graph, seed, spec) for seed in range(300)]
+    questions = [task.question for task in tasks if task is not None]
+
+    assert questions
+    assert not [question for question in questions if re.search(r"\b(PER|ORG|LOC)s?\b", question)]
+    assert any(re.search(r"\b(people|person|organisation|place)s?\b", question) for question in questions)
+
+
+@pytest.mark.parametrize("entity_type,words", [
+    ("PER", "person"), ("ORG", "organisation"), ("LOC", "place"), ("TIME", "date"), ("NUM", "number"),
+    ("MISC", "thing"), ("film_studio", "film studio"), ("Loc", "Loc"),
+])
+def test_tag_type_words(entity_type, words):
+    assert type_words(entity_type) == words
+
+
+def test_person_plural_is_people():
+    assert plural("person") == "people"
+    assert plural("film studio") == "film studios"
+    assert plural("city") == "cities"
