@@ -76,14 +76,15 @@ MAX_PAGE_REFERENCE_CHARS = 300
 """Longest ``open`` argument checked for a page suffix; the regex backtracks on long whitespace runs."""
 
 # "<reference> page <n>", also with "p." or "p" and a comma: the page an open call requests.
+# A signed page number matches too, so that "page -1" gets the page-range message.
 _PAGE_SUFFIX = re.compile(
-    r"^(?P<reference>.+?)[\s,;]+(?:page|p\.?)[\s:#]*(?P<page>\d{1,9})\s*$", re.IGNORECASE
+    r"^(?P<reference>.+?)[\s,;]+(?:page|p\.?)[\s:#]*(?P<page>[-+]?\d{1,9})\s*$", re.IGNORECASE
 )
 
 
 def quote(text: str) -> str:
-    """Quote a query or answer for feedback: printable, on one line, shortened."""
-    return '"' + echo(collapse_whitespace(text), MAX_QUOTE_CHARS) + '"'
+    """Quote a query or answer for feedback: folded to printable ASCII, on one line, shortened."""
+    return '"' + echo(collapse_whitespace(to_printable(text)), MAX_QUOTE_CHARS) + '"'
 
 
 def count_noun(number: int, noun: str) -> str:

@@ -37,8 +37,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from erlgym.redsearch.graph import GraphError, KnowledgeGraph
 from erlgym.redsearch.spec_options import add_spec_options, resolve_spec
 from erlgym.redsearch.synthesis import SynthesisSpec
-from erlgym.redsearch.task_tables import describe_build, difficulty_table, joint_table, rejection_table, shape_table
-from erlgym.redsearch.tasks import CORPUS_FILE, SUMMARY_FILE, TASKS_FILE, Task, TaskSet
+from erlgym.redsearch.task_tables import (count_noun, describe_build, difficulty_table, joint_table, rejection_table,
+                                         shape_table)
+from erlgym.redsearch.tasks import CORPUS_FILE, SHAPES, SUMMARY_FILE, TASKS_FILE, Task, TaskSet
 from erlgym.redsearch.world import MIN_ENTITIES
 
 # soft_wrap: rich never breaks long lines (questions, paths), so they stay whole when
@@ -190,9 +191,11 @@ def run_tasks(args: argparse.Namespace) -> int:
 def run_build(args: argparse.Namespace) -> int:
     from erlgym.redsearch.synthesis import synthesis_indexes
 
+    _check_shapes_option(getattr(args, "shapes", None))
     spec = resolve_spec(args)
     _check_source_options(args)
     _check_build_output(args.out, args.overwrite)
+    _check_writable_folder(args.out.parent, "--out", args.out)
     if args.save_graph is not None:
         if args.save_graph.suffix.lower() not in GRAPH_SUFFIXES:
             raise TaskCommandError(f"--save-graph {args.save_graph} must end in .json or .graphml.")
@@ -212,16 +215,19 @@ def run_build(args: argparse.Namespace) -> int:
         if not args.save_graph.parent.is_dir():
             raise TaskCommandError(f"Cannot write --save-graph {args.save_graph}: the folder "
                                    f"{args.save_graph.parent} does not exist. Create it or pass another path.")
+        _check_writable_folder(args.save_graph.parent, "--save-graph", args.save_graph)
+    if args.source == "redocred" and args.rel_info is None:
+        console.print(escape("Warning: no --rel-info, so questions name relations by their ids (such as P17). "
+                             "Pass --rel-info rel_info.json for readable relation names."))
 
     started = time.perf_counter()
     with console.status("building the graph"):
         graph, graph_source = build_graph(args)
-    console.print(escape(f"Graph {graph.name}: {graph.num_entities:,} entities, {graph.num_facts:,} facts, "
-                         f"{len(graph.documents):,} documents ({time.perf_counter() - started:.1f} s)"))
+    console.print(escape(f"Graph {graph.name}: {count_noun(graph.num_entities, 'entity', 'entities')}, "
+                         f"{count_noun(graph.num_facts, 'fact')}, {count_noun(len(graph.documents), 'document')} "
+                         f"({time.perf_counter() - started:.1f} s)"))
     if not graph.documents:
-        raise TaskCommandError(f"Graph {graph.name} has no documents, so no task could be answered by searching. "
-                               "GraphML files contain entities and facts only: pass a .json graph written by "
-                               "KnowledgeGraph.save (or by erlgym tasks build --save-graph FILE.json).")
+        raise TaskCommandError(_no_documents_message(args, graph))
     with console.status("indexing the documents"):
         synthesis_indexes(graph)
 
@@ -238,6 +244,19 @@ def run_build(args: argparse.Namespace) -> int:
     console.print(escape(f"Train on it with: erlgym train --env erlgym/SearchQA-v0 --env-kwargs {env_kwargs} "
                          "--max-new-tokens 48"))
     return 0
+
+
+def _no_documents_message(args: argparse.Namespace, graph: KnowledgeGraph) -> str:
+    """Describe why the graph of ``args`` has no documents and what to pass instead."""
+    if args.source == "graph" and args.graph.suffix.lower() == ".graphml":
+        return (f"Graph {graph.name} has no documents, so no task could be answered by searching. "
+                "GraphML files contain entities and facts only: pass a .json graph written by "
+                "KnowledgeGraph.save (or by erlgym tasks build --save-graph FILE.json).")
+    if args.source == "graph":
+        return (f"--graph {args.graph} has no documents, so no task could be answered by searching. "
+                "Pass a graph saved from a non-empty source.")
+    # The importers reject input without triples or documents, so this is a fallback.
+    return f"--source {args.source} produced a graph without documents. Check the input files."
 
 
 def synthesize_with_progress(graph: KnowledgeGraph, spec: SynthesisSpec, args: argparse.Namespace) -> TaskSet:
@@ -266,10 +285,11 @@ def write_build(task_set: TaskSet, graph: KnowledgeGraph, out: Path, save_graph:
     try:
         save_task_set(task_set, out)
     except OSError as error:
-        raise TaskCommandError(f"Cannot write the task set to {error.filename or out}: {error.strerror}. "
+        # error.filename is usually the staging folder beside --out, which the user never named.
+        raise TaskCommandError(f"Cannot write the task set to --out {out}: {error.strerror}. "
                                "Pass a writable --out.") from error
-    console.print(escape(f"Task set written to {out} ({len(task_set.tasks):,} tasks, "
-                         f"{len(task_set.documents):,} documents)."))
+    console.print(escape(f"Task set written to {out} ({count_noun(len(task_set.tasks), 'task')}, "
+                         f"{count_noun(len(task_set.documents), 'document')})."))
     if save_graph is None:
         return
     try:
@@ -302,6 +322,50 @@ def _check_source_options(args: argparse.Namespace) -> None:
     if args.source == "world" and args.entities is not None and args.entities < MIN_ENTITIES:
         raise TaskCommandError(f"--entities must be at least {MIN_ENTITIES} (a world needs every entity type), "
                                f"got {args.entities}.")
+
+
+def _check_shapes_option(raw: str | None) -> None:
+    """Reject a --shapes value that names an unknown shape or is neither a name list nor a JSON object."""
+    if raw is None:
+        return
+    valid = ", ".join(SHAPES)
+    text = raw.strip()
+    if text.startswith("["):
+        raise TaskCommandError(f"--shapes {raw!r} is invalid: pass shape names separated by commas, such as "
+                               f"bridge,count, or a JSON object of weights, such as '{{\"bridge\": 2}}'. "
+                               f"Valid shapes: {valid}.")
+    if text.startswith("{"):
+        try:
+            weights = json.loads(text)
+        except json.JSONDecodeError:
+            return  # resolve_spec reports the JSON error.
+        names = list(weights) if isinstance(weights, dict) else []
+    else:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SHAPES]
+    if unknown:
+        raise TaskCommandError(f"--shapes names unknown shape(s) {', '.join(repr(name) for name in unknown)}. "
+                               f"Valid shapes: {valid}.")
+
+
+def _check_writable_folder(folder: Path, option: str, path: Path) -> None:
+    """Create and remove a probe file in the nearest existing folder of ``folder``, or raise TaskCommandError.
+
+    A probe catches what permission bits do not show: a read-only file system, or root
+    on a mount that refuses writes. The folders that are still missing are created at
+    write time, in the existing folder that is probed here.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return  # _check_parents reports a file in the path.
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".erlgym-write-probe."):
+            pass
+    except OSError as error:
+        raise TaskCommandError(f"Cannot write {option} {path}: {existing} is not writable ({error.strerror}). "
+                               f"Pass a writable {option}.") from error
 
 
 def _check_build_output(out: Path, overwrite: bool) -> None:
@@ -401,8 +465,9 @@ def run_stats(args: argparse.Namespace) -> int:
     summary = task_set.summary
     sentences = sum(len(document.sentences) for document in task_set.documents.values())
     characters = sum(len(document.text) for document in task_set.documents.values())
-    output.print(escape(f"Task set {args.folder}: {len(task_set.tasks):,} tasks; corpus of "
-                        f"{len(task_set.documents):,} documents, {sentences:,} sentences, {characters:,} characters"))
+    output.print(escape(f"Task set {args.folder}: {count_noun(len(task_set.tasks), 'task')}; corpus of "
+                        f"{count_noun(len(task_set.documents), 'document')}, {count_noun(sentences, 'sentence')}, "
+                        f"{count_noun(characters, 'character')}"))
     for line in describe_build(summary):
         output.print(escape(line))
     if task_set.tasks:
@@ -498,7 +563,7 @@ def run_export(args: argparse.Namespace) -> int:
                 os.replace(staging, out)
             finally:
                 staging.unlink(missing_ok=True)
-            console.print(escape(f"Wrote {len(task_set.tasks):,} tasks with their evidence documents to {out}."))
+            console.print(escape(f"Wrote {count_noun(len(task_set.tasks), 'task')} with their evidence documents to {out}."))
         else:
             import datasets
 
@@ -511,8 +576,8 @@ def run_export(args: argparse.Namespace) -> int:
                 os.replace(staging, out)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-            console.print(escape(f"Wrote a DatasetDict with {len(task_set.tasks):,} tasks and "
-                                 f"{len(task_set.documents):,} corpus documents to {out}. Read it with "
+            console.print(escape(f"Wrote a DatasetDict with {count_noun(len(task_set.tasks), 'task')} and "
+                                 f"{count_noun(len(task_set.documents), 'corpus document')} to {out}. Read it with "
                                  f"datasets.load_from_disk({str(out)!r})."))
     except OSError as error:
         raise TaskCommandError(f"Cannot write {error.filename or out}: {error.strerror}. "

@@ -1,8 +1,8 @@
 """Export a task set as JSON Lines with the evidence inlined, or as a Hugging Face ``datasets.DatasetDict``.
 
 JSON Lines (:func:`write_jsonl`): one task per line, every :class:`~erlgym.redsearch.tasks.Task`
-field as in ``tasks.jsonl``, plus ``evidence_documents``, the task's evidence documents
-(``doc_id``, ``title``, ``sentences``) in the order of ``evidence``. The rest of the
+field as in ``tasks.jsonl``, plus ``split`` and ``evidence_documents``, the task's evidence
+documents (``doc_id``, ``title``, ``sentences``) in the order of ``evidence``. The rest of the
 corpus is left out, so the file suits reading or scoring the tasks, but the search
 environment needs the task-set folder itself.
 
@@ -10,11 +10,15 @@ Datasets (:func:`to_dataset_dict`): a ``DatasetDict`` with two datasets of diffe
 columns, ``tasks`` and ``corpus``, written with ``save_to_disk`` and read back with
 ``datasets.load_from_disk``:
 
-- ``tasks``: the task fields. ``difficulty`` is a struct of integer measures (a measure
+- ``tasks``: the task fields and ``split``. ``difficulty`` is a struct of integer measures (a measure
   that a task lacks is None). ``query`` contains the executable query as a JSON string,
   because its variable names are keys that differ between tasks, which Arrow cannot
   type as one struct.
 - ``corpus``: ``doc_id``, ``title`` and ``sentences`` of every document.
+
+``split`` is ``"train"`` or ``"eval"``, the split that erlgym/SearchQA-v0 puts the task in
+with its default ``eval_fraction`` (:func:`~erlgym.envs.search_corpus.task_split`, a hash
+of the task id). An environment made with another ``eval_fraction`` splits differently.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from erlgym.envs.search_corpus import task_split
 from erlgym.redsearch.tasks import DIFFICULTY_MEASURES, TaskSet
 
 if TYPE_CHECKING:
@@ -40,6 +45,7 @@ def jsonl_rows(task_set: TaskSet) -> list[dict[str, Any]]:
     rows = []
     for task in task_set.tasks:
         row = task.to_dict()
+        row["split"] = task_split(task.task_id)
         row["evidence_documents"] = [
             {"doc_id": document.doc_id, "title": document.title, "sentences": list(document.sentences)}
             for document in (task_set.documents.get(doc_id) for doc_id in task.evidence) if document is not None]
@@ -83,11 +89,13 @@ def to_dataset_dict(task_set: TaskSet) -> "datasets.DatasetDict":
         "seed": datasets.Value("int64"),
         "source": string,
         "query": string,
+        "split": string,
     })
     task_rows = []
     for task in task_set.tasks:
         row = task.to_dict()
         row["query"] = json.dumps(task.query, ensure_ascii=False)
+        row["split"] = task_split(task.task_id)
         row["difficulty"] = {measure: task.difficulty.get(measure) for measure in measures} if measures else []
         task_rows.append(row)
     corpus_features = datasets.Features({"doc_id": string, "title": string, "sentences": [string]})

@@ -65,8 +65,8 @@ def load_triples(triples: PathLike | Sequence[PathLike], entity_texts: PathLike 
 
     Raises:
         GraphError: a file is missing or not UTF-8, a line does not have the expected
-            tab-separated fields (the message names the file and line), or an entity or
-            relation text file lists an id twice.
+            tab-separated fields (the message names the file and line), the files contain
+            no triples, or an entity or relation text file lists an id twice.
     """
     paths = [Path(triples)] if isinstance(triples, (str, Path)) else [Path(path) for path in triples]
     if not paths:
@@ -81,6 +81,9 @@ def load_triples(triples: PathLike | Sequence[PathLike], entity_texts: PathLike 
         for triple in _read_triples(path):
             num_lines += 1
             unique_triples[triple] = None
+    if not unique_triples:
+        raise GraphError(f"Triple files {', '.join(str(path) for path in paths)} contain no triples. "
+                         "Pass files of head<TAB>relation<TAB>tail lines.")
 
     entity_order: dict[str, None] = {}
     facts_by_head: dict[str, list[tuple[str, str]]] = {}
@@ -275,7 +278,8 @@ def load_redocred(path: PathLike, rel_info: PathLike | None = None, *, merge_ent
     ``labels_with_inferred_evidence``.
 
     Raises:
-        GraphError: a file is missing or not valid JSON, or a document lacks a field or
+        GraphError: a file is missing or not valid JSON, the list of documents is empty,
+            a label's relation is not a non-empty string, or a document lacks a field or
             refers to a vertex or sentence that does not exist (the message names the
             document and the fix).
     """
@@ -285,6 +289,9 @@ def load_redocred(path: PathLike, rel_info: PathLike | None = None, *, merge_ent
     if not isinstance(documents, list):
         raise GraphError(f"{path} contains a JSON {type(documents).__name__}, expected a list of documents. "
                          "Pass a Re-DocRED file such as dev_revised.json.")
+    if not documents:
+        raise GraphError(f"{path} contains an empty list, so there are no documents to import. "
+                         "Pass a Re-DocRED file with documents, such as dev_revised.json.")
     graph = KnowledgeGraph(name or path.stem)
     if rel_info is not None:
         relation_names = _read_json(Path(rel_info), "Relation info", 'a JSON object such as {"P17": "country"}')
@@ -440,6 +447,10 @@ def _check_label(label: Any, label_index: int, document: dict[str, Any], doc_ind
         evidence = [int(sentence_id) for sentence_id in label.get("evidence", [])]
     except (KeyError, TypeError, ValueError) as error:
         raise GraphError(f"{where}: invalid label {label!r} ({error}). A label needs h, t, r and evidence.") from error
+    # str() would turn null, a number or a list into a relation named "None", "17" or "['P17']".
+    if not isinstance(label["r"], str) or not label["r"].strip():
+        raise GraphError(f"{where}: invalid relation r={label['r']!r}. A label's r must be a relation id "
+                         "string such as \"P17\".")
     num_vertices = len(document["vertexSet"])
     for index in (head, tail):
         if not 0 <= index < num_vertices:

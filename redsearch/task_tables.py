@@ -17,6 +17,11 @@ from rich.table import Table
 from erlgym.redsearch.tasks import DIFFICULTY_MEASURES, SHAPES, SUMMARY_FILE, Task
 
 
+def count_noun(count: int, noun: str, plural: str | None = None) -> str:
+    """Format ``count`` with thousands separators and ``noun``, in the plural unless ``count`` is 1."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {plural or noun + 's'}"
+
+
 def shape_table(tasks: list[Task]) -> Table:
     counts = Counter(task.shape for task in tasks)
     table = Table("shape", "tasks", "share", title="Tasks by shape", title_justify="left")
@@ -60,7 +65,8 @@ def joint_table(tasks: list[Task]) -> Table | None:
 def rejection_table(summary: dict[str, Any]) -> Table:
     rejections = summary.get("rejections", {})
     table = Table("reason", "seeds", title=f"Rejected seeds: {sum(rejections.values()):,} of "
-                                           f"{summary.get('attempts', 0):,} attempts", title_justify="left")
+                                           f"{count_noun(summary.get('attempts', 0), 'attempt')}",
+                  title_justify="left")
     for reason, count in rejections.items():
         table.add_row(escape(reason), f"{count:,}")
     table.caption = (f"{summary.get('verified', 0):,} verified, {summary.get('tasks', 0):,} kept, "
@@ -84,15 +90,16 @@ def describe_build(summary: dict[str, Any]) -> list[str]:
                              if key not in ("kind", "import_report"))
         lines.append(f"Graph source: {source.get('kind')} ({settings})")
     if "num_entities" in summary:
-        lines.append(f"Graph {summary.get('source')}: {summary['num_entities']:,} entities, "
-                     f"{summary.get('num_facts', 0):,} facts, {summary.get('num_documents', 0):,} documents")
+        lines.append(f"Graph {summary.get('source')}: {count_noun(summary['num_entities'], 'entity', 'entities')}, "
+                     f"{count_noun(summary.get('num_facts', 0), 'fact')}, "
+                     f"{count_noun(summary.get('num_documents', 0), 'document')}")
     elif "source" in summary:
         lines.append(f"Source: {summary['source']}")
     spec = summary.get("spec")
     if spec is not None:
         lines.append("Requested: " + ", ".join(f"{key}={_short_json(value)}" for key, value in spec.items()))
     if "attempts" in summary:
-        lines.append(f"Synthesis: {summary['attempts']:,} seeds tried, {summary.get('verified', 0):,} verified, "
+        lines.append(f"Synthesis: {count_noun(summary['attempts'], 'seed')} tried, {summary.get('verified', 0):,} verified, "
                      f"{summary.get('tasks', 0):,} kept in {summary.get('seconds', 0):.1f} s")
     return lines
 

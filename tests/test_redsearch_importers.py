@@ -412,6 +412,39 @@ def test_redocred_invalid_rel_info_names_path(tmp_path):
         load_redocred(REDOCRED, path)
 
 
+@pytest.mark.parametrize("text", ["", "\n\n  \n"])
+def test_triples_without_triples_raises(tmp_path, text):
+    path = tmp_path / "empty.tsv"
+    path.write_text(text, encoding="utf-8")
+
+    with pytest.raises(GraphError, match=f"Triple files {re.escape(str(path))} contain no triples"):
+        load_triples(path)
+
+
+def test_redocred_empty_list_raises(tmp_path):
+    path = tmp_path / "empty.json"
+    path.write_text("[]", encoding="utf-8")
+
+    with pytest.raises(GraphError, match="contains an empty list, so there are no documents to import"):
+        load_redocred(path)
+
+
+@pytest.mark.parametrize("relation", [None, "", 17, ["P17"]])
+def test_redocred_label_invalid_relation_raises(tmp_path, redocred_documents, relation):
+    document = json.loads(json.dumps(redocred_documents[0]))
+    document["labels"].append({"h": 0, "t": 1, "r": relation, "evidence": []})
+    label_index = len(document["labels"]) - 1
+    path = tmp_path / "bad_relation.json"
+    path.write_text(json.dumps([redocred_documents[1], document]), encoding="utf-8")
+
+    with pytest.raises(GraphError) as raised:
+        load_redocred(path)
+    message = str(raised.value)
+    assert str(path) in message
+    assert f"document 1 ('Willi Schneider (skeleton racer)'), label {label_index}: " in message
+    assert f"invalid relation r={relation!r}" in message
+
+
 def test_redocred_not_a_list_raises(tmp_path):
     path = tmp_path / "object.json"
     path.write_text('{"title": "x"}', encoding="utf-8")

@@ -400,6 +400,16 @@ def test_open_page_out_of_range_is_invalid():
     assert info["documents_opened"] == 0
 
 
+@pytest.mark.parametrize("page", ["0", "-1", "+0"])
+def test_open_page_below_one_is_invalid(page):
+    env = SearchQATextEnv(tasks=long_document_task_set(), split="all", page_chars=200)
+    env.reset(seed=0)
+    observation = env.step(f"Action: open[port-vela page {page}]")[0]
+    assert observation.startswith("Invalid tool call: port-vela has ")
+    assert ": use page 1 to " in observation
+    assert "no document has the id" not in observation
+
+
 def test_paginate_splits_between_sentences():
     sentences = ["a" * 90 + ".", "b" * 90 + ".", "c" * 90 + "."]
     assert paginate(sentences, 200) == [sentences[0] + " " + sentences[1], sentences[2]]
@@ -689,6 +699,14 @@ def test_wrong_answer_feedback_names_answer_not_gold():
         "contain the needed facts. 1 invalid tool call."
     )
     assert "Tromso" not in info["episode_feedback"]
+
+
+def test_answer_feedback_folds_accents():
+    env = SearchQATextEnv(tasks=example_task_set(answer="Bölzend Trulstixwick"), split="all")
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step("Action: answer[Bölzend Trulstixwick]")
+    assert reward == 1.0
+    assert info["feedback"] == 'You answered "Bolzend Trulstixwick": correct.'
 
 
 def test_count_question_feedback_states_no_document_count():

@@ -17,6 +17,7 @@ import gymnasium
 import pytest
 
 import erlgym.envs  # noqa: F401  (registers the erlgym environments)
+from erlgym.envs.search_corpus import task_split
 from erlgym.erl import cli
 from erlgym.erl.cli import EXIT_USAGE, build_parser, main
 from erlgym.redsearch import cli as tasks_cli
@@ -246,7 +247,36 @@ def test_redocred_without_merge_fails_with_hint(tmp_path):
 
     assert "yielded 0 after 200 attempts" in err
     assert "pass --merge-entities" in err
+    assert "Warning: no --rel-info, so questions name relations by their ids (such as P17)" in err
     assert not out.exists()
+
+
+def test_redocred_with_rel_info_has_no_warning(redocred_build):
+    assert "--rel-info" not in redocred_build.stderr
+
+
+@pytest.mark.parametrize("text", ["", "\n \n\n"])
+def test_empty_triples_file_rejected(tmp_path, text):
+    triples = tmp_path / "empty.tsv"
+    triples.write_text(text, encoding="utf-8")
+
+    err = run_failing(["tasks", "build", "--out", str(tmp_path / "tasks"), "--source", "triples", "--triples",
+                       str(triples)])
+
+    assert f"Triple files {triples} contain no triples" in err
+    assert "GraphML" not in err
+    assert not (tmp_path / "tasks").exists()
+
+
+def test_empty_redocred_list_rejected(tmp_path):
+    documents = tmp_path / "empty.json"
+    documents.write_text("[]", encoding="utf-8")
+
+    err = run_failing(["tasks", "build", "--out", str(tmp_path / "tasks"), "--source", "redocred", "--documents",
+                       str(documents), "--rel-info", str(REL_INFO)])
+
+    assert f"{documents} contains an empty list, so there are no documents to import" in err
+    assert "GraphML" not in err
 
 
 def test_build_from_saved_graph(world_build, tmp_path):
@@ -266,6 +296,7 @@ def test_graphml_without_documents_rejected(world_build, tmp_path):
                        str(graphml), "--count", "3"])
 
     assert "has no documents" in err
+    assert "GraphML files contain entities and facts only" in err
     assert not (tmp_path / "tasks").exists()
 
 
@@ -362,6 +393,80 @@ def test_save_graph_never_replaces_an_input(tmp_path):
     assert documents.read_bytes() == REDOCRED.read_bytes()
 
 
+def reject_probe_under(monkeypatch, folder: Path) -> None:
+    """Make the write probe fail with EACCES in ``folder``: root ignores permission bits, so chmod cannot."""
+    make_temporary_file = tasks_cli.tempfile.TemporaryFile
+
+    def temporary_file(*args, **kwargs):
+        if Path(kwargs.get("dir", "")) == folder:
+            raise PermissionError(13, "Permission denied", str(folder / ".probe"))
+        return make_temporary_file(*args, **kwargs)
+
+    def build_graph(args):
+        raise AssertionError("the graph was built before the output folders were checked")
+
+    monkeypatch.setattr(tasks_cli.tempfile, "TemporaryFile", temporary_file)
+    monkeypatch.setattr(tasks_cli, "build_graph", build_graph)
+
+
+def test_unwritable_out_rejected_before_build(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    reject_probe_under(monkeypatch, locked)
+
+    err = run_failing(["tasks", "build", "--out", str(locked / "tasks"), *world_options()])
+
+    assert f"Cannot write --out {locked / 'tasks'}: {locked} is not writable (Permission denied)" in err
+    assert list(locked.iterdir()) == []
+
+
+def test_unwritable_out_missing_parent_probes_ancestor(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    reject_probe_under(monkeypatch, locked)
+
+    err = run_failing(["tasks", "build", "--out", str(locked / "new" / "tasks"), *world_options()])
+
+    assert f"{locked} is not writable" in err
+    assert not (locked / "new").exists()
+
+
+def test_unwritable_save_graph_rejected_before_build(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    reject_probe_under(monkeypatch, locked)
+
+    err = run_failing(["tasks", "build", "--out", str(tmp_path / "tasks"), *world_options(),
+                       "--save-graph", str(locked / "graph.json")])
+
+    assert f"Cannot write --save-graph {locked / 'graph.json'}: {locked} is not writable" in err
+    assert not (tmp_path / "tasks").exists()
+
+
+def test_write_failure_names_out_not_staging(tmp_path, monkeypatch):
+    out = tmp_path / "tasks"
+
+    def save(task_set, folder):
+        raise PermissionError(13, "Permission denied", str(folder / "tasks.jsonl"))
+
+    monkeypatch.setattr(TaskSet, "save", save)
+    with pytest.raises(tasks_cli.TaskCommandError) as raised:
+        tasks_cli.write_build(TaskSet(tasks=[], documents={}), None, out, None)
+
+    assert str(raised.value) == (f"Cannot write the task set to --out {out}: Permission denied. "
+                                 "Pass a writable --out.")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_single_task_build_uses_singular(tmp_path):
+    build = run_build(tmp_path / "tasks", *world_options(1))
+
+    assert build.status == 0, build.stderr
+    assert f"Task set written to {build.out} (1 task, 300 documents)." in build.stderr
+    assert "1 tasks" not in build.stderr
+    assert "1 tasks" not in build.stdout
+
+
 def test_save_graph_in_missing_folder_rejected(tmp_path):
     err = run_failing(["tasks", "build", "--out", str(tmp_path / "tasks"), *world_options(),
                        "--save-graph", str(tmp_path / "missing" / "graph.json")])
@@ -389,7 +494,13 @@ def test_task_set_folder_follows_umask(tmp_path):
     (["--joint", "[1]"], "--joint must be a JSON list of objects of numbers"),
     (["--targets", '{"hops": {"2": "half"}}'], "--targets must be a JSON object whose values are objects of numbers"),
     (["--shapes", '{"bridge": "x"}'], "--shapes must be a JSON object of numbers, such as {\"bridge\": 2"),
-    (["--shapes", "bridge,riddle"], "Unknown shape(s) riddle"),
+    (["--shapes", "bridge,riddle"],
+     "--shapes names unknown shape(s) 'riddle'. Valid shapes: bridge, intersection, comparison, count."),
+    (["--shapes", '{"bridge": 1, "riddle": 2}'],
+     "--shapes names unknown shape(s) 'riddle'. Valid shapes: bridge, intersection, comparison, count."),
+    (["--shapes", "[]"], "--shapes '[]' is invalid: pass shape names separated by commas, such as bridge,count, "
+                         "or a JSON object of weights, such as '{\"bridge\": 2}'. "
+                         "Valid shapes: bridge, intersection, comparison, count."),
     (["--hops", "2,x"], "--hops takes one or two integers, such as 2,3 or 2 3, got '2,x'"),
     (["--hops", "3", "2"], "hops must be a range (low, high) with 1 <= low <= high, got (3, 2)"),
     (["--bm25-k", "zero"], "--bm25-k must be an integer or none, got 'zero'"),
@@ -664,7 +775,9 @@ def test_export_jsonl_inlines_evidence(world_build, tmp_path):
     assert f"Wrote {WORLD_TASKS} tasks with their evidence documents to {out}." in stderr
     assert [row["task_id"] for row in rows] == [task.task_id for task in task_set.tasks]
     for row, task in zip(rows, task_set.tasks):
-        assert {key: value for key, value in row.items() if key != "evidence_documents"} == task.to_dict()
+        assert {key: value for key, value in row.items()
+                if key not in ("evidence_documents", "split")} == task.to_dict()
+        assert row["split"] == task_split(task.task_id)
         assert [document["doc_id"] for document in row["evidence_documents"]] == task.evidence
         for document in row["evidence_documents"]:
             assert document["title"] == task_set.documents[document["doc_id"]].title
@@ -687,6 +800,7 @@ def test_export_datasets_round_trip(world_build, tmp_path):
     assert len(rows) == WORLD_TASKS
     for row, task in zip(rows, task_set.tasks):
         row["query"] = json.loads(row["query"])
+        assert row.pop("split") == task_split(task.task_id)
         assert row == task.to_dict()
     corpus = {row["doc_id"]: row for row in loaded["corpus"].to_list()}
     assert len(corpus) == 300
