@@ -14,9 +14,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import gymnasium
 import numpy as np
 
 import erlgym.envs  # noqa: F401  (registers erlgym/FrozenLake-v0)
+from machine import describe_machine, write_result
 
 GOAL_MAX_RATIO = 3.0
 # Gymnasium's integer actions: LEFT=0, DOWN=1, RIGHT=2, UP=3.
@@ -41,17 +39,6 @@ def measure_steps_per_s(env: gymnasium.Env, actions: list, num_steps: int) -> fl
         if terminated or truncated:
             env.reset()
     return num_steps / step_time_s
-
-
-def describe_machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "gymnasium": gymnasium.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def run(num_steps: int, repeats: int) -> dict:
@@ -78,7 +65,7 @@ def run(num_steps: int, repeats: int) -> dict:
         "slowdown_ratio": round(ratio, 3),
         "goal_max_ratio": GOAL_MAX_RATIO,
         "goal_met": ratio <= GOAL_MAX_RATIO,
-        "machine": describe_machine(),
+        "machine": describe_machine("gymnasium", "numpy"),
     }
 
 
@@ -90,12 +77,7 @@ def main() -> None:
     args = parser.parse_args()
 
     result = run(args.num_steps, args.repeats)
-    text = json.dumps(result, indent=2) + "\n"
-    if args.out is None:
-        print(text, end="")
-        return
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import resource
 import subprocess
@@ -25,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe_machine, write_result
 
 GOAL_MAX_WORLD_100K_S = 60.0
 GOAL_MAX_IMPORT_300K_S = 60.0
@@ -97,18 +97,6 @@ def run_in_subprocess(*arguments: str) -> dict:
     return json.loads(completed.stdout)
 
 
-def describe_machine() -> dict:
-    import networkx
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "networkx": networkx.__version__,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, help="JSON file to write; prints to stdout when omitted")
@@ -145,14 +133,9 @@ def main() -> None:
         "goal_met": (all(world["seconds"] <= GOAL_MAX_WORLD_100K_S
                          for world in worlds if world["num_entities"] <= 100_000)
                      and (triple_import["seconds"] <= GOAL_MAX_IMPORT_300K_S or args.triples > 300_000)),
-        "machine": describe_machine(),
+        "machine": describe_machine("networkx"),
     }
-    text = json.dumps(result, indent=2) + "\n"
-    if args.out is None:
-        print(text, end="")
-        return
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

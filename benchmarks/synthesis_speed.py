@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import describe_machine, write_result
 
 GOAL_TASKS_PER_S = 1000
 GOAL_SIZE = 100_000
@@ -98,21 +99,6 @@ def run_child(size: int, tasks: int, repeats: int) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def describe_machine() -> dict:
-    import bm25s
-    import networkx
-    import numpy
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "networkx": networkx.__version__,
-        "bm25s": bm25s.__version__,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000],
@@ -145,10 +131,9 @@ def main() -> None:
         "sizes": sizes,
         "goal_tasks_per_s_at_100k": GOAL_TASKS_PER_S,
         "goal_met": None if goal is None else goal >= GOAL_TASKS_PER_S,
-        "machine": describe_machine(),
+        "machine": describe_machine("numpy", "networkx", "bm25s"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(result, args.out)
     print(f"wrote {args.out}")
 
 
