@@ -60,6 +60,18 @@ MAX_OBSERVATION_CHARS = 8192
 DEFAULT_FEW_SHOT_EXAMPLES = 3
 
 
+EPISODE_OVER_FEEDBACK = "The episode has ended. Call reset() to start a new one."
+"""Feedback of a ``step`` call made after the episode ended."""
+
+
+def check_step_action(action: Any, reset_done: bool) -> None:
+    """Raise ``TypeError`` unless ``action`` is a ``str``, and ``ResetNeeded`` before the first ``reset``."""
+    if not isinstance(action, str):
+        raise TypeError(f"action must be a str (the agent's reply), got {type(action).__name__}")
+    if not reset_done:
+        raise gymnasium.error.ResetNeeded("call reset() before step()")
+
+
 @dataclass(frozen=True)
 class Transition:
     """Result of applying one valid action, returned by ``_apply_action``.
@@ -183,10 +195,7 @@ class TextEnv(gymnasium.Env[str, str]):
                 huge or non-ASCII one, is accepted.
             gymnasium.error.ResetNeeded: If ``reset`` was never called.
         """
-        if not isinstance(action, str):
-            raise TypeError(f"action must be a str (the agent's reply), got {type(action).__name__}")
-        if not self._last_observation:
-            raise gymnasium.error.ResetNeeded("call reset() before step()")
+        check_step_action(action, reset_done=bool(self._last_observation))
         if self._episode_over:
             return self._step_after_episode_end()
 
@@ -331,7 +340,7 @@ class TextEnv(gymnasium.Env[str, str]):
         if not self._warned_after_end:
             logger.warning("step() called after the episode ended; call reset() first")
             self._warned_after_end = True
-        feedback = "The episode has ended. Call reset() to start a new one."
+        feedback = EPISODE_OVER_FEEDBACK
         transition = Transition(effective=False, feedback=feedback, success=self._success)
         info = self._build_step_info(None, transition, feedback)
         terminated, truncated = self._end_flags

@@ -23,9 +23,11 @@ from gymnasium import spaces
 from erlgym.envs.answer_scoring import SCORING_MODES, AnswerScore, score_answer
 from erlgym.envs.base import (
     DEFAULT_FEW_SHOT_EXAMPLES,
+    EPISODE_OVER_FEEDBACK,
     MAX_OBSERVATION_CHARS,
     PRINTABLE,
     RENDER_MODES,
+    check_step_action,
     validate_format_penalty,
     validate_max_steps,
     validate_render_mode,
@@ -378,10 +380,7 @@ class SearchQATextEnv(gymnasium.Env[str, str]):
             TypeError: If ``action`` is not a ``str``. Any string is accepted.
             gymnasium.error.ResetNeeded: If ``reset`` was never called.
         """
-        if not isinstance(action, str):
-            raise TypeError(f"action must be a str (the agent's reply), got {type(action).__name__}")
-        if not self._last_observation:
-            raise gymnasium.error.ResetNeeded("call reset() before step()")
+        check_step_action(action, reset_done=bool(self._last_observation))
         if self._episode_over:
             return self._step_after_episode_end()
 
@@ -590,7 +589,7 @@ class SearchQATextEnv(gymnasium.Env[str, str]):
         if not self._warned_after_end:
             logger.warning("step() called after the episode ended; call reset() first")
             self._warned_after_end = True
-        feedback = "The episode has ended. Call reset() to start a new one."
+        feedback = EPISODE_OVER_FEEDBACK
         outcome = ToolOutcome(False, False, feedback, self._last_observation)
         info = self._build_step_info(None, outcome, feedback)
         terminated, truncated = self._end_flags
