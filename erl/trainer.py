@@ -248,12 +248,7 @@ class ERLTrainer(GRPOTrainer):
 
         # TRL's loss gathers one value per batch row from every process, and all_gather needs
         # equal shapes, so every process pads its batch to the largest sample count.
-        pad_id = self.processing_class.pad_token_id
-        empty = TrainingSample(kind="padding", task_seed=-1, prompt_ids=[pad_id], completion_ids=[pad_id],
-                               env_mask=[0], reward=0.0)
-        samples = list(result.samples)
-        samples.extend([empty] * (max(count for count, _ in per_process) - len(samples)))
-        return self._to_batch(samples)
+        return self._to_batch(result.samples, min_rows=max(count for count, _ in per_process))
 
     @staticmethod
     def _reduce_process_metrics(per_process: list[dict[str, float]]) -> dict[str, float]:
@@ -281,17 +276,17 @@ class ERLTrainer(GRPOTrainer):
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    def _to_batch(self, samples: list[TrainingSample]) -> dict[str, Any]:
+    def _to_batch(self, samples: list[TrainingSample], min_rows: int = 0) -> dict[str, Any]:
         """Pad samples into the tensors GRPOTrainer's loss reads.
 
-        The batch is padded with empty samples (every mask 0, advantage 0) to a multiple
-        of ``steps_per_generation``, because TRL splits it into that many equal
-        micro-batches and drops a remainder.
+        The batch is padded with empty samples (every mask 0, advantage 0) to at least
+        ``min_rows`` rows, rounded up to a multiple of ``steps_per_generation``, because TRL
+        splits it into that many equal micro-batches and drops a remainder.
         """
         chunks = self.args.steps_per_generation
         pad_id = self.processing_class.pad_token_id
         samples = list(samples)
-        filler = math.ceil(max(len(samples), 1) / chunks) * chunks - len(samples)
+        filler = math.ceil(max(len(samples), min_rows, 1) / chunks) * chunks - len(samples)
         empty = TrainingSample(kind="padding", task_seed=-1, prompt_ids=[pad_id], completion_ids=[pad_id],
                                env_mask=[0], reward=0.0)
         samples.extend([empty] * filler)
