@@ -4,8 +4,6 @@ import json
 
 import pytest
 import torch
-from peft import LoraConfig
-from trl import GRPOConfig
 
 from erlgym.erl.algorithm import (DISTILLED_RETRY, INTERNALIZED_RETRY, RETRY, EnvPool, StepSettings,
                                   TrainingSample, collect_step)
@@ -14,7 +12,8 @@ from erlgym.erl.models import load_model
 from erlgym.erl.prompts import RETRY_NOTE_HEADER
 from erlgym.erl.rollout import GenerationConfig, RolloutEngine
 from erlgym.erl.run import train
-from erlgym.erl.trainer import DISTILL_TOP_K, ERLTrainer, trim_padding
+from erlgym.erl.trainer import DISTILL_TOP_K, trim_padding
+from test_trainer import build_trainer
 from tiny_model import ACTION_ENV_ID, ACTION_ENV_KWARGS, tiny_train_config
 
 
@@ -59,19 +58,7 @@ def test_distilled_retry_prompts(distill_step, action_model):
 
 @pytest.fixture(scope="module")
 def trainer(action_model_dir, tmp_path_factory):
-    loaded = load_model(str(action_model_dir))
-    args = GRPOConfig(
-        output_dir=str(tmp_path_factory.mktemp("distill-trainer")), max_steps=1, per_device_train_batch_size=2,
-        gradient_accumulation_steps=2, steps_per_generation=2, num_generations=2, loss_type="dapo",
-        max_completion_length=64, use_cpu=True, report_to=[], disable_tqdm=True, logging_steps=1,
-        save_strategy="no",
-    )
-    trainer = ERLTrainer(
-        pool=EnvPool(ACTION_ENV_ID, ACTION_ENV_KWARGS), task_seeds=[0, 1], settings=StepSettings(group_size=2),
-        generation=GenerationConfig(max_new_tokens=8), memory=ReflectionMemory(), records_path=None,
-        args=args, model=loaded.model, processing_class=loaded.tokenizer,
-        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
-    )
+    trainer = build_trainer(action_model_dir, tmp_path_factory.mktemp("distill-trainer"))
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop
     return trainer
 

@@ -7,17 +7,15 @@ import pytest
 import torch
 from peft import LoraConfig
 from safetensors.torch import load_file, save_file
-from trl import GRPOConfig
 
-from erlgym.erl.algorithm import INTERNALIZED_RETRY, EnvPool, StepSettings, TrainingSample
+from erlgym.erl.algorithm import INTERNALIZED_RETRY, TrainingSample
 from erlgym.erl.config import ConfigError
-from erlgym.erl.memory import ReflectionMemory
 from erlgym.erl.models import load_model
 from erlgym.erl.ppo import LastHiddenStates, PPOSettings, completion_states, decoder_of, turn_gae, turn_starts
-from erlgym.erl.rollout import GenerationConfig
 from erlgym.erl.run import RunError, train
-from erlgym.erl.trainer import VALUE_HEAD_FILE, ERLTrainer
-from tiny_model import ACTION_ENV_ID, ACTION_ENV_KWARGS, tiny_train_config
+from erlgym.erl.trainer import VALUE_HEAD_FILE
+from test_trainer import build_trainer
+from tiny_model import tiny_train_config
 
 
 # ---------------------------------------------------------------- GAE over turns
@@ -112,20 +110,8 @@ def test_no_forward_pass_is_an_error(action_model_dir):
 
 @pytest.fixture(scope="module")
 def ppo_trainer(action_model_dir, tmp_path_factory):
-    loaded = load_model(str(action_model_dir))
-    args = GRPOConfig(
-        output_dir=str(tmp_path_factory.mktemp("ppo-trainer")), max_steps=1, per_device_train_batch_size=2,
-        gradient_accumulation_steps=2, steps_per_generation=2, num_generations=2, loss_type="dapo",
-        max_completion_length=64, use_cpu=True, report_to=[], disable_tqdm=True, logging_steps=1,
-        save_strategy="no",
-    )
-    return ERLTrainer(
-        pool=EnvPool(ACTION_ENV_ID, ACTION_ENV_KWARGS), task_seeds=[0, 1], settings=StepSettings(group_size=2),
-        generation=GenerationConfig(max_new_tokens=8), memory=ReflectionMemory(), records_path=None,
-        args=args, model=loaded.model, processing_class=loaded.tokenizer,
-        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
-        ppo=PPOSettings(gamma=1.0, gae_lambda=1.0),
-    )
+    return build_trainer(action_model_dir, tmp_path_factory.mktemp("ppo-trainer"),
+                         ppo=PPOSettings(gamma=1.0, gae_lambda=1.0))
 
 
 def test_ppo_batch_has_per_token_advantages(ppo_trainer):

@@ -384,7 +384,7 @@ def test_indivisible_batch_leaves_no_run_dir(action_model_dir, tmp_path):
 # ---------------------------------------------------------------- ERLTrainer batches
 
 
-def build_trainer(model_dir, output_dir, beta: float = 0.0) -> ERLTrainer:
+def build_trainer(model_dir, output_dir, beta: float = 0.0, **trainer_options) -> ERLTrainer:
     loaded = load_model(str(model_dir))
     args = GRPOConfig(
         output_dir=str(output_dir), max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=2,
@@ -396,6 +396,7 @@ def build_trainer(model_dir, output_dir, beta: float = 0.0) -> ERLTrainer:
         generation=GenerationConfig(max_new_tokens=8), memory=ReflectionMemory(), records_path=None,
         args=args, model=loaded.model, processing_class=loaded.tokenizer,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+        **trainer_options,
     )
 
 
