@@ -97,8 +97,8 @@ class StepSettings:
     train_reflections: bool = True
     internalize: bool = True
     internalization: str = "reward"
-    """How successful retries are internalized: "reward" (trained on their tokens, weighted by r²) or
-    "distill" (toward the reflection-conditioned policy's token distributions)."""
+    """Internalization of successful retries: "reward" (training on their tokens, weighted by r²) or
+    "distill" (training toward the reflection-conditioned policy's token distributions)."""
     reflection_scope: str = "task"
     """Reflection granularity: "task" (one reflection per failed attempt, reading that attempt) or "batch"
     (one rulebook per step, reading a capped batch of the step's attempts, that every retry starts with)."""

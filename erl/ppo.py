@@ -99,7 +99,7 @@ class LastHiddenStates:
         self.outputs.append(hidden)
 
     def stacked(self) -> torch.Tensor:
-        """The captured states of all forward passes, concatenated along the batch dimension."""
+        """Return the captured states of all forward passes, concatenated along the batch dimension."""
         if not self.outputs:
             raise RuntimeError("No forward pass ran through the decoder while the hidden states were captured.")
         return torch.cat(self.outputs, dim=0)

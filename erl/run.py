@@ -256,7 +256,7 @@ def train(config: TrainConfig, resume: bool = False,
 
 
 def _process_state() -> Any:
-    """The accelerate process state: one process, or those ``accelerate launch`` started."""
+    """Return the accelerate process state: one process, or those ``accelerate launch`` started."""
     from accelerate import PartialState
 
     return PartialState(cpu=not _has_accelerator())

@@ -330,7 +330,7 @@ class ERLTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def _teacher_top_k(self, samples: list[TrainingSample], batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The policy's top-k next-token log-probabilities over each distilled retry, with the reflection in its prompt.
+        """Compute the policy's top-k next-token log-probabilities over each distilled retry, with the reflection in its prompt.
 
         Returns token ids and log-probabilities of shape (batch, completion width, k); rows
         that are not distilled retries hold zeros.

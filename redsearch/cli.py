@@ -264,7 +264,7 @@ def synthesize_with_progress(graph: KnowledgeGraph, spec: SynthesisSpec, args: a
 
     Raises:
         SynthesisError: the graph did not meet the spec. For Re-DocRED without
-            --merge-entities, the message also tells the user to pass that option.
+            --merge-entities, the message also names that option.
     """
     from erlgym.redsearch.synthesis import SynthesisError, synthesize
 

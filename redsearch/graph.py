@@ -10,7 +10,7 @@ A :class:`KnowledgeGraph` keeps three things:
 
 Relation ids map to readable names in ``relation_names`` (for example ``P17`` →
 ``country``). Graphs save to and load from one JSON file (networkx node-link data
-plus the documents) or GraphML (entities and facts only, since GraphML holds no corpus).
+plus the documents) or GraphML (entities and facts only, because GraphML has no place for a corpus).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class KnowledgeGraph:
         return self.graph.number_of_edges()
 
     def entity(self, entity_id: str) -> dict[str, Any]:
-        """The entity's data: ``name``, ``type``, ``aliases`` and ``attributes``."""
+        """Return the entity's data: ``name``, ``type``, ``aliases`` and ``attributes``."""
         try:
             return self.graph.nodes[entity_id]
         except KeyError:
@@ -111,7 +111,7 @@ class KnowledgeGraph:
         return self.entity(entity_id)["name"]
 
     def relation_name(self, relation: str) -> str:
-        """The readable name of a relation id, or the id itself."""
+        """Return the readable name of a relation id, or the id itself."""
         return self.relation_names.get(relation, relation)
 
     def facts(self) -> Iterator[Fact]:

@@ -278,10 +278,10 @@ def load_redocred(path: PathLike, rel_info: PathLike | None = None, *, merge_ent
     ``labels_with_inferred_evidence``.
 
     Raises:
-        GraphError: a file is missing or not valid JSON, the list of documents is empty,
-            a label's relation is not a non-empty string, or a document lacks a field or
-            refers to a vertex or sentence that does not exist (the message names the
-            document and the fix).
+        GraphError: a file is missing or not valid JSON, or the list of documents is
+            empty. Also when a label's relation is not a non-empty string, or a document
+            lacks a field or refers to a vertex or sentence that does not exist. The
+            message names the document and the fix.
     """
     path = Path(path)
     documents = _read_json(path, "Re-DocRED",

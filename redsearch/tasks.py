@@ -115,7 +115,7 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 def _read_jsonl(path: Path, kind: str) -> list[dict[str, Any]]:
     if not path.is_file():
-        raise TaskSetError(f"{path} not found: a task set folder holds {TASKS_FILE} and {CORPUS_FILE}.")
+        raise TaskSetError(f"{path} not found: a task set folder contains {TASKS_FILE} and {CORPUS_FILE}.")
     rows = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):

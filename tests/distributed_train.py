@@ -2,9 +2,10 @@
 
 Every process calls :func:`erlgym.erl.run.train` with the same run directory, as
 ``erlgym train`` does under ``accelerate launch``. Each process then writes
-``RESULTS_DIR/process-<index>.json`` with its index, the number of processes, the
-metrics it logged at each step, a SHA-256 digest of its trainable weights before and
-after training, and the traceback of the error that ended its training, or ``null``.
+``RESULTS_DIR/process-<index>.json``. It contains the process index and count, the
+metrics the process logged at each step, and a SHA-256 digest of its trainable
+weights before and after training. It also contains the traceback of the error that
+ended training, or ``null``.
 ``tests/test_distributed.py`` runs this script with two CPU processes:
 
     accelerate launch --multi_gpu --num_processes 2 tests/distributed_train.py \\

@@ -33,7 +33,7 @@ def test_turn_starts_empty():
     assert turn_starts([]) == []
 
 
-def test_gae_with_zero_values_decays_the_reward_by_lambda():
+def test_gae_zero_values_decay_by_lambda():
     advantages, returns = turn_gae([0.0, 0.0, 0.0], reward=1.0, gamma=1.0, lam=0.95)
 
     assert advantages == pytest.approx([0.95**2, 0.95, 1.0])
@@ -48,7 +48,7 @@ def test_gae_by_hand():
     assert returns == pytest.approx([0.54, 1.0])
 
 
-def test_gae_with_lambda_one_is_the_discounted_return_minus_value():
+def test_gae_lambda_one_is_return_minus_value():
     values = [0.3, -0.1, 0.7, 0.2]
     advantages, returns = turn_gae(values, reward=2.0, gamma=0.8, lam=1.0)
 
@@ -193,7 +193,8 @@ def test_erl_ppo_run_logs_value_metrics(erl_ppo_run):
     assert [record["step"] for record in records] == [1, 2]
     for record in records:
         assert record["ppo/value_loss"] >= 0
-        assert "ppo/value_mean" in record and "ppo/return_mean" in record
+        assert "ppo/value_mean" in record
+        assert "ppo/return_mean" in record
 
 
 def test_erl_ppo_run_saves_a_trained_value_head(erl_ppo_run):

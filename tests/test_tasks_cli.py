@@ -683,7 +683,7 @@ def test_stats_missing_folder(tmp_path):
 def test_stats_folder_not_task_set(tmp_path):
     err = run_failing(["tasks", "stats", str(tmp_path)])
 
-    assert f"{tmp_path / 'tasks.jsonl'} not found: a task set folder holds tasks.jsonl and corpus.jsonl" in err
+    assert f"{tmp_path / 'tasks.jsonl'} not found: a task set folder contains tasks.jsonl and corpus.jsonl" in err
 
 
 # ---------------------------------------------------------------------- show
