@@ -22,6 +22,12 @@ the step starts with it. The rulebook is one training sample (see
 :func:`rulebook_advantage`), and it is kept when the mean r² of its retries is >= τ.
 
 With ``reflection=False`` only step 1 runs: the GRPO baseline on the same code.
+
+With STATe templates (:mod:`erlgym.erl.prefill`), a controller picks a template for every
+turn of first attempts and retries and for every reflection; its prefill starts the
+model's text and is masked out of the loss. After the step, each controller learns from
+the rewards its choices led to: an episode's reward for an action template, the retry's
+reward r² for a reflection template.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ import gymnasium as gym
 import numpy as np
 
 from erlgym.erl.chat import encode_prompt
+from erlgym.erl.diversity import mean_group_diversity
 from erlgym.erl.memory import MemoryItem, ReflectionMemory
+from erlgym.erl.prefill import TemplatePrefill
 from erlgym.erl.prompts import (
     build_reflection_messages,
     build_rulebook_messages,
@@ -80,6 +88,8 @@ class StepResult:
     samples: list[TrainingSample]
     metrics: dict[str, float]
     records: list[dict[str, Any]] = field(default_factory=list)
+    template_records: list[dict[str, Any]] = field(default_factory=list)
+    """One record per trajectory that used templates: the choices, whether they were followed, the outcome."""
 
 
 @dataclass
@@ -168,9 +178,39 @@ def rulebook_advantage(retries: list[Episode], first_by_task: dict[int, list[Epi
     return float(np.mean([retry.reward - task_means[retry.seed] for retry in retries]))
 
 
+@dataclass
+class Reflections:
+    """Reflections (or one rulebook) generated from prompts, with the templates that started them."""
+
+    prompt_ids: list[list[int]]
+    """Each prompt's ids, followed by its template's prefill ids when templates are used."""
+    completion_ids: list[list[int]]
+    texts: list[str]
+    """The text a retry reads: the template's prefix (without guidance) and the generated text."""
+    templates: list[Any] = field(default_factory=list)
+    followed: list[dict[str, bool]] = field(default_factory=list)
+
+
+def generate_reflections(engine: RolloutEngine, prompts: list[list[int]], max_new_tokens: int,
+                         templates: TemplatePrefill | None = None) -> Reflections:
+    """Generate one reflection per prompt in one batch, each after its template's prefill when ``templates`` is set."""
+    chosen = templates.choose(len(prompts), 0) if templates is not None else []
+    if templates is not None:
+        prompts = [prompt + templates.prefill_ids(template) for prompt, template in zip(prompts, chosen)]
+    prefix = engine.build_prefix(prompts) if len(prompts) > 1 else None
+    completion_ids = engine.generate(prompts, max_new_tokens, prefix=prefix)
+    generated = [engine.tokenizer.decode(ids, skip_special_tokens=True) for ids in completion_ids]
+    if templates is None:
+        return Reflections(prompts, completion_ids, [text.strip() for text in generated])
+    texts = [(templates.library.prefix(template) + text).strip() for template, text in zip(chosen, generated)]
+    followed = [templates.followed(template, text) for template, text in zip(chosen, generated)]
+    return Reflections(prompts, completion_ids, texts, chosen, followed)
+
+
 def _write_rulebook(engine: RolloutEngine, first: list[Episode], task_prompts: dict[int, str],
-                    memory: ReflectionMemory, max_new_tokens: int) -> tuple[list[int], list[int], str, int]:
-    """Generate the step's rulebook and return its prompt ids, completion ids, text and task seed.
+                    memory: ReflectionMemory, max_new_tokens: int,
+                    templates: TemplatePrefill | None) -> tuple[Reflections, int]:
+    """Generate the step's rulebook and return it with its task seed.
 
     The rulebook is filed under the task seed of the first failed attempt its prompt shows.
     """
@@ -178,9 +218,7 @@ def _write_rulebook(engine: RolloutEngine, first: list[Episode], task_prompts: d
     shown_seeds = {episode.seed for episode in failed} | ({success.seed} if success is not None else set())
     messages = build_rulebook_messages(task_prompts[failed[0].seed], failed, success, memory.texts(shown_seeds))
     prompt_ids = encode_prompt(engine.tokenizer, messages)
-    completion_ids = engine.generate([prompt_ids], max_new_tokens)[0]
-    text = engine.tokenizer.decode(completion_ids, skip_special_tokens=True).strip()
-    return prompt_ids, completion_ids, text, failed[0].seed
+    return generate_reflections(engine, [prompt_ids], max_new_tokens, templates), failed[0].seed
 
 
 def invalid_action_rate(episodes: list[Episode]) -> float:
@@ -197,8 +235,14 @@ def collect_step(
     settings: StepSettings,
     step: int = 0,
     make_system_prompt: Callable[[gym.Env], str] | None = None,
+    action_templates: TemplatePrefill | None = None,
+    reflection_templates: TemplatePrefill | None = None,
 ) -> StepResult:
-    """Run one ERL step (or a GRPO step when ``settings.reflection`` is off) on ``task_seeds``."""
+    """Run one ERL step (or a GRPO step when ``settings.reflection`` is off) on ``task_seeds``.
+
+    ``action_templates`` prefill every turn of first attempts and retries, and
+    ``reflection_templates`` every reflection or rulebook; None uses no templates.
+    """
     group = settings.group_size
     envs = pool.take(len(task_seeds) * group)
     system_prompt_of = make_system_prompt or (lambda env: env.unwrapped.system_prompt)
@@ -214,7 +258,7 @@ def collect_step(
         episode = engine.start_episode(env, seed, system_prompt_of(env), env.unwrapped.few_shot_messages())
         task_prompts[seed] = episode.messages[0]["content"]
         first.append(episode)
-    engine.run(first)
+    engine.run(first, templates=action_templates)
 
     samples: list[TrainingSample] = []
     by_task: dict[int, list[Episode]] = defaultdict(list)
@@ -233,33 +277,37 @@ def collect_step(
     metrics["rollout/first_turns_mean"] = float(np.mean([episode.turns for episode in first]))
     metrics["rollout/invalid_action_rate"] = invalid_action_rate(first)
     metrics["tokens/first_attempt_tokens"] = float(sum(episode.generated_tokens for episode in first))
+    for name, value in mean_group_diversity(list(by_task.values())).items():
+        metrics[f"diversity/{name}"] = value
     records.extend(_episode_record(FIRST_ATTEMPT, episode, step) for episode in first[: min(group, len(first))])
 
     failed = [episode for episode in first if not episode.success]
     reflections_text: list[str] = []
     retries: list[Episode] = []
     reflection_ids: list[list[int]] = []
+    reflections: Reflections | None = None
     if settings.reflection and failed:
         writes_reflections = settings.retry_context == "reflection"
         writes_rulebook = writes_reflections and settings.reflection_scope == "batch"
         if writes_rulebook:
             # 2-3. Feedback and reflection: one rulebook for the step, from a capped batch of attempts.
-            rulebook_prompt, rulebook_ids, rulebook_text, rulebook_seed = _write_rulebook(
-                engine, first, task_prompts, memory, settings.reflection_max_new_tokens)
+            reflections, rulebook_seed = _write_rulebook(
+                engine, first, task_prompts, memory, settings.reflection_max_new_tokens, reflection_templates)
+            rulebook_prompt, rulebook_ids, rulebook_text = (
+                reflections.prompt_ids[0], reflections.completion_ids[0], reflections.texts[0])
             reflection_ids = [rulebook_ids]
             reflections_text = [rulebook_text]
             notes = [format_rulebook_note(rulebook_text)] * len(failed)
         elif writes_reflections:
             # 2-3. Feedback and reflection: the policy reads its failed attempt and writes advice.
-            reflection_prompts = [
+            reflections = generate_reflections(engine, [
                 encode_prompt(engine.tokenizer, build_reflection_messages(
                     task_prompts[episode.seed], episode, memory.texts([episode.seed])))
                 for episode in failed
-            ]
-            reflection_ids = engine.generate(reflection_prompts, settings.reflection_max_new_tokens,
-                                             prefix=engine.build_prefix(reflection_prompts))
-            reflections_text = [engine.tokenizer.decode(ids, skip_special_tokens=True).strip()
-                                for ids in reflection_ids]
+            ], settings.reflection_max_new_tokens, reflection_templates)
+            reflection_prompts = reflections.prompt_ids
+            reflection_ids = reflections.completion_ids
+            reflections_text = reflections.texts
             notes = [format_retry_note(reflection) for reflection in reflections_text]
         else:
             # Ablation: the retry's note repeats the failed attempt and its feedback, with no reflection.
@@ -270,7 +318,7 @@ def collect_step(
         for env, episode, note in zip(retry_envs, failed, notes):
             retries.append(engine.start_episode(env, episode.seed, task_prompts[episode.seed],
                                                 env.unwrapped.few_shot_messages(), observation_prefix=note))
-        engine.run(retries)
+        engine.run(retries, templates=action_templates)
 
         # The reflection each retry started with; none with the "attempt" context.
         retry_reflections = [rulebook_text] * len(failed) if writes_rulebook else reflections_text
@@ -341,12 +389,61 @@ def collect_step(
         + metrics.get("tokens/retry_tokens", 0.0))
     for kind in TRAJECTORY_KINDS:
         metrics[f"samples/{kind}"] = float(sum(sample.kind == kind for sample in samples))
+    template_records = _learn_from_templates(first, retries, reflections, action_templates,
+                                             reflection_templates, step, metrics)
     if settings.drop_zero_advantage:
         # A distilled retry carries no advantage: its loss is a divergence, not a policy gradient.
         samples = [sample for sample in samples if sample.advantage != 0.0 or sample.kind == DISTILLED_RETRY]
     metrics["samples/trained"] = float(len(samples))
     metrics["time/rollout_s"] = time.perf_counter() - started
-    return StepResult(samples=samples, metrics=metrics, records=records)
+    return StepResult(samples=samples, metrics=metrics, records=records, template_records=template_records)
+
+
+def _learn_from_templates(first: list[Episode], retries: list[Episode], reflections: Reflections | None,
+                          action_templates: TemplatePrefill | None, reflection_templates: TemplatePrefill | None,
+                          step: int, metrics: dict[str, float]) -> list[dict[str, Any]]:
+    """Update the controllers with the rewards their templates led to, add template metrics, and return records.
+
+    Every turn of an episode is credited with the episode's reward, and a reflection (or
+    rulebook) with the mean reward of the retries that started with it.
+    """
+    records: list[dict[str, Any]] = []
+    if action_templates is not None:
+        episodes = [(FIRST_ATTEMPT, episode) for episode in first] + [(RETRY, retry) for retry in retries]
+        action_templates.controller.update(
+            [template for _, episode in episodes for template in episode.turn_templates],
+            [episode.reward for _, episode in episodes for _ in episode.turn_templates])
+        for kind, episode in episodes:
+            records.append({
+                "step": step, "kind": kind, "task_seed": episode.seed, "group": f"{step}:{episode.seed}:{kind}",
+                "library": action_templates.library.name,
+                "templates": [template.key for template in episode.turn_templates],
+                "followed": episode.followed, "actions": episode.actions,
+                "final_state": episode.final_observation, "reward": episode.reward, "success": episode.success,
+            })
+        checks = [verdict for episode in first for turn in episode.followed for verdict in turn.values()]
+        if checks:
+            metrics["templates/followed_rate"] = float(np.mean(checks))
+
+    if reflection_templates is not None and reflections is not None and reflections.templates:
+        if len(reflections.templates) == len(retries):
+            rewards = [retry.reward for retry in retries]
+            successes = [retry.success for retry in retries]
+            seeds = [retry.seed for retry in retries]
+        else:  # one rulebook served every retry of the step; it counts as a success when most retries succeeded
+            rewards = [float(np.mean([retry.reward for retry in retries]))]
+            successes = [float(np.mean([retry.success for retry in retries])) > 0.5]
+            seeds = [retries[0].seed]
+        reflection_templates.controller.update(reflections.templates, rewards)
+        for template, verdicts, reward, success, seed in zip(reflections.templates, reflections.followed, rewards,
+                                                             successes, seeds):
+            records.append({
+                "step": step, "kind": REFLECTION, "task_seed": seed, "group": f"{step}:{seed}:{REFLECTION}",
+                "library": reflection_templates.library.name, "templates": [template.key],
+                "followed": [verdicts], "actions": [], "final_state": "", "reward": reward,
+                "success": bool(success),
+            })
+    return records
 
 
 def _episode_record(kind: str, episode: Episode, step: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ MEMORY_POLICIES = ("latest", "top")
 MEMORY_SCOPES = ("global", "task")
 RETRY_CONTEXTS = ("reflection", "attempt")
 REFLECTION_SCOPES = ("task", "batch")
+TEMPLATE_CONTROLLERS = ("uniform", "ucb", "thompson", "steered", "forced")
 EVAL_SEED_OFFSET = 1_000_000
 """Held-out evaluation seeds start here; training seeds start at ``train_seed_offset``."""
 
@@ -48,6 +49,14 @@ over 9 minutes on 2 cores, so training caps it at 10. SearchQA shows 3 search re
 allows 6 tool calls: with the default model's tokenizer the prompt took 488 tokens and a
 5-result search about 230, so 8 steps of 5 results could pass the 2048-token context.
 """
+
+
+DEFAULT_TEMPLATE_LIBRARIES = {
+    "erlgym/FrozenLake-v0": "frozenlake",
+    "erlgym/Sokoban-v0": "sokoban",
+    "erlgym/SearchQA-v0": "searchqa",
+}
+"""The bundled action template library ``--templates auto`` selects for each environment."""
 
 
 class ConfigError(ValueError):
@@ -142,6 +151,25 @@ class TrainConfig:
         "reward; 'distill' trains the policy without the reflection toward the token distributions "
         "of the policy with it (its 64 most likely tokens per position, the rest as one outcome).", choices=INTERNALIZATIONS))
 
+    # STATe templates
+    templates: str | None = field(default=None, metadata=_help(
+        "Action template library prefilled at the start of every turn of first attempts and retries: a "
+        "bundled name (frozenlake, sokoban, searchqa), 'auto' (the bundled library of --env), or a JSON "
+        "file. The prefilled tokens are left out of the loss. Not set: no templates."))
+    reflection_templates: str | None = field(default=None, metadata=_help(
+        "Template library prefilled at the start of every reflection: a bundled name (reflection) or a "
+        "JSON file. Has no effect with --method grpo or --retry-context attempt. With --templates also "
+        "set and a steered or forced controller, reflection templates are chosen uniformly."))
+    template_controller: str = field(default="uniform", metadata=_help(
+        "How templates are chosen: uniformly ('uniform'), by a bandit on the reward per choice ('ucb', "
+        "'thompson'), from fitted weights ('steered', needs --template-weights), or as a fixed sequence "
+        "of turns ('forced', needs --template-sequence).", choices=TEMPLATE_CONTROLLERS))
+    template_weights: str | None = field(default=None, metadata=_help(
+        "steering.json written by 'erlgym templates analyze', for the steered controller."))
+    template_sequence: str | None = field(default=None, metadata=_help(
+        "Templates of the forced controller, one per turn, separated by ';', e.g. "
+        "'strategy=plan-route,opening=free;strategy=close-gap,opening=free'. Later turns repeat the last."))
+
     # Update
     learning_rate: float = field(default=2e-4, metadata=_help(
         "Optimizer learning rate. Sized for LoRA on the small default model: a default run at 5e-4 "
@@ -192,7 +220,8 @@ class TrainConfig:
                 f"rollouts_per_task must be at least 2 so that groups have a baseline, got {self.rollouts_per_task}.")
         choices = {"method": METHODS, "update": UPDATES, "internalization": INTERNALIZATIONS, "loss_type": LOSS_TYPES, "scale_rewards": SCALE_REWARDS, "dtype": DTYPES,
                    "memory_policy": MEMORY_POLICIES, "retry_context": RETRY_CONTEXTS,
-                   "memory_scope": MEMORY_SCOPES, "reflection_scope": REFLECTION_SCOPES}
+                   "memory_scope": MEMORY_SCOPES, "reflection_scope": REFLECTION_SCOPES,
+                   "template_controller": TEMPLATE_CONTROLLERS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")
@@ -223,11 +252,59 @@ class TrainConfig:
             raise ConfigError(
                 f"tasks_per_step × rollouts_per_task ({completions}) must be divisible by micro_batches "
                 f"({self.micro_batches}).")
+        self._check_templates()
         if self.env_kwargs is None:
             self.env_kwargs = dict(DEFAULT_ENV_KWARGS.get(self.env, {}))
         if not isinstance(self.env_kwargs, dict):
             raise ConfigError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}.")
         return self
+
+    def _check_templates(self) -> None:
+        """Load the template libraries and build their controllers once, so a bad file fails before training."""
+        from erlgym.templates import TemplateError, build_controller, load_library
+
+        if self.templates == "auto":
+            if self.env not in DEFAULT_TEMPLATE_LIBRARIES:
+                raise ConfigError(f"templates 'auto' has no bundled library for {self.env}; bundled libraries "
+                                  f"exist for {', '.join(DEFAULT_TEMPLATE_LIBRARIES)}. Pass a library file.")
+            self.templates = DEFAULT_TEMPLATE_LIBRARIES[self.env]
+        if self.templates is None and self.reflection_templates is None:
+            if self.template_weights is not None or self.template_sequence is not None:
+                raise ConfigError("template_weights and template_sequence need --templates or "
+                                  "--reflection-templates to choose from.")
+            return
+        if self.template_controller == "steered" and self.template_weights is None:
+            raise ConfigError("template_controller 'steered' needs --template-weights, the steering.json "
+                              "that 'erlgym templates analyze RUN_DIR' writes.")
+        if self.template_controller == "forced" and not self.template_sequence:
+            raise ConfigError("template_controller 'forced' needs --template-sequence, e.g. "
+                              "'strategy=plan-route,opening=free'.")
+        for role, (library, controller, weights, sequence) in self.template_controllers().items():
+            try:
+                build_controller(controller, load_library(library), weights_path=weights,
+                                 sequence=[part.strip() for part in (sequence or "").split(";") if part.strip()])
+            except TemplateError as error:
+                raise ConfigError(f"{'templates' if role == 'actions' else 'reflection_templates'}: {error}") from None
+
+    def template_controllers(self) -> dict[str, tuple[str, str, str | None, str | None]]:
+        """Return (library, controller, weights file, forced sequence) for "actions" and "reflections" where set.
+
+        The bandit and uniform controllers serve both libraries. Steering weights and a forced
+        sequence name one library's choices, so they apply to the action templates when
+        ``templates`` is set, else to the reflection templates, and the other library is
+        chosen uniformly.
+        """
+        plans: dict[str, tuple[str, str, str | None, str | None]] = {}
+        specific = self.template_controller in ("steered", "forced")
+        if self.templates is not None:
+            plans["actions"] = (self.templates, self.template_controller, self.template_weights, self.template_sequence)
+        if self.reflection_templates is not None:
+            if specific and self.templates is not None:
+                plans["reflections"] = (self.reflection_templates, "uniform", None, None)
+            else:
+                plans["reflections"] = (self.reflection_templates, self.template_controller,
+                                        self.template_weights, self.template_sequence)
+        return plans
 
     def _check_types(self) -> None:
         """Reject values of the wrong JSON type, such as ``"lora": "no"`` in a config file."""

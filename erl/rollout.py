@@ -7,6 +7,9 @@ observation that follows, wrapped in the chat template's turn markers, is append
 ids with ``env_mask`` 0 so the trainer leaves it out of the loss.
 
 All active episodes generate together in one left-padded batch per turn.
+
+With a :class:`~erlgym.erl.prefill.TemplatePrefill`, each turn starts with the ids of a
+template the controller chose (``env_mask`` 0), and the model continues from them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from erlgym.erl.chat import TurnTemplate, encode_prompt
+from erlgym.erl.prefill import TemplatePrefill
+from erlgym.templates import Template
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,15 @@ class Episode:
     generated_tokens: int = 0
     feedback: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    actions: list[str | None] = field(default_factory=list)
+    """The action the environment parsed from each reply (None for an invalid one)."""
+    final_observation: str = ""
+    turn_templates: list[Template] = field(default_factory=list)
+    """The template prefilled at each turn; empty when the rollout used no templates."""
+    followed: list[dict[str, bool]] = field(default_factory=list)
+    """Per turn, whether the generated text matched each chosen choice's check."""
+    generated_replies: list[str] = field(default_factory=list)
+    """The model's own text of each turn; ``replies`` also contain the template prefill."""
 
 
 @dataclass
@@ -264,8 +278,11 @@ class RolloutEngine:
                        prompt_ids=encode_prompt(self.tokenizer, messages),
                        first_observation=observation, info=info)
 
-    def run(self, episodes: list[Episode]) -> list[Episode]:
-        """Play every episode to its end: generate a reply, step its env, append the observation."""
+    def run(self, episodes: list[Episode], templates: TemplatePrefill | None = None) -> list[Episode]:
+        """Play every episode to its end: generate a reply, step its env, append the observation.
+
+        With ``templates``, every turn first appends the ids of a chosen template's prefill.
+        """
         active = [episode for episode in episodes if not episode.done]
         # The system prompt and few-shot examples are usually the same for every episode:
         # their keys and values are computed once per rollout instead of once per row and turn.
@@ -274,21 +291,48 @@ class RolloutEngine:
         # the keys and values of earlier turns stay in the state's cache.
         state = TurnState() if self.config.reuse_cache else None
         while active:
+            prefilled = self._prefill_turn(active, templates) if templates is not None else [[] for _ in active]
             contexts = [episode.prompt_ids + episode.completion_ids for episode in active]
             replies = self.generate(contexts, prefix=prefix, state=state)
-            for episode, reply_ids in zip(active, replies):
-                self._advance(episode, reply_ids)
+            for episode, prefill_ids, reply_ids in zip(active, prefilled, replies):
+                self._advance(episode, reply_ids, prefill_ids, templates)
             if state is not None:
                 state.select([row for row, episode in enumerate(active) if not episode.done])
             active = [episode for episode in active if not episode.done]
         return episodes
 
-    def _advance(self, episode: Episode, reply_ids: list[int]) -> None:
-        reply = self.tokenizer.decode(reply_ids, skip_special_tokens=True)
+    def _prefill_turn(self, active: list[Episode], templates: TemplatePrefill) -> list[list[int]]:
+        """Choose a template for each active episode's next turn and append its prefill ids (``env_mask`` 0)."""
+        by_position: dict[int, list[int]] = {}
+        for row, episode in enumerate(active):
+            by_position.setdefault(episode.turns, []).append(row)
+        prefilled: list[list[int]] = [[] for _ in active]
+        for position, rows in by_position.items():
+            for row, template in zip(rows, templates.choose(len(rows), position)):
+                ids = templates.prefill_ids(template)
+                episode = active[row]
+                episode.turn_templates.append(template)
+                episode.completion_ids.extend(ids)
+                episode.env_mask.extend([0] * len(ids))
+                prefilled[row] = ids
+        return prefilled
+
+    def _advance(self, episode: Episode, reply_ids: list[int], prefill_ids: list[int] | None = None,
+                 templates: TemplatePrefill | None = None) -> None:
+        """Record a reply (after its prefill, which is already in ``completion_ids``) and step the episode's env.
+
+        The environment reads the whole turn, prefill and reply, because the prefix may start
+        the sentence that names the action.
+        """
+        generated = self.tokenizer.decode(reply_ids, skip_special_tokens=True)
+        reply = self.tokenizer.decode(list(prefill_ids) + reply_ids, skip_special_tokens=True) if prefill_ids else generated
+        if templates is not None and episode.turn_templates:
+            episode.followed.append(templates.followed(episode.turn_templates[-1], generated))
         episode.completion_ids.extend(reply_ids)
         episode.env_mask.extend([1] * len(reply_ids))
         episode.generated_tokens += len(reply_ids)
         episode.replies.append(reply)
+        episode.generated_replies.append(generated)
         episode.messages.append({"role": "assistant", "content": reply})
         episode.turns += 1
 
@@ -296,6 +340,8 @@ class RolloutEngine:
         episode.reward += float(reward)
         episode.info = info
         episode.action_valid.append(bool(info.get("action_valid", True)))
+        episode.actions.append(info.get("action"))
+        episode.final_observation = observation
         episode.success = bool(info.get("success", False))
         if terminated or truncated:
             episode.done = True
@@ -308,7 +354,8 @@ class RolloutEngine:
         turn_text = self.turn_template.user_turn_text(observation, ended_with_turn_end)
         turn_ids = self.tokenizer(turn_text, add_special_tokens=False)["input_ids"]
         context_length = len(episode.prompt_ids) + len(episode.completion_ids) + len(turn_ids)
-        if context_length + self.config.max_new_tokens > self.config.max_context_tokens:
+        next_prefill = templates.max_prefill_tokens if templates is not None else 0
+        if context_length + next_prefill + self.config.max_new_tokens > self.config.max_context_tokens:
             episode.done = True
             episode.feedback = (
                 f"Failed: the conversation reached the context limit of {self.config.max_context_tokens} "

@@ -30,6 +30,7 @@ import gymnasium as gym
 
 from erlgym.erl.config import ConfigError, TrainConfig, resolve_dtype
 from erlgym.erl.errors import RunError
+from erlgym.erl.prefill import TEMPLATE_RECORDS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ def truncate_records(run_dir: Path, last_step: int) -> None:
     """Drop metric and sample lines after ``last_step``, so a resumed run does not log a step twice."""
     truncate_metrics(run_dir / METRICS_FILE, last_step)
     truncate_metrics(run_dir / SAMPLES_FILE, last_step)
+    truncate_metrics(run_dir / TEMPLATE_RECORDS_FILE, last_step)
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -291,6 +293,7 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
 
     from erlgym.erl.algorithm import StepSettings
     from erlgym.erl.memory import ReflectionMemory
+    from erlgym.erl.prefill import build_prefill, save_libraries
     from erlgym.erl.ppo import PPOSettings
     from erlgym.erl.rollout import GenerationConfig
     from erlgym.erl.trainer import MEMORY_FILE, ERLTrainer, MetricsFileCallback
@@ -349,6 +352,13 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
     task_seeds = list(range(config.train_seed_offset, config.train_seed_offset + task_count))
     metrics = MetricsFileCallback(run_dir / METRICS_FILE, on_step, max_tokens=config.max_generated_tokens,
                                   max_seconds=config.max_train_seconds)
+    # Each process's controllers get their own seed, so processes do not choose identical templates.
+    process_index = _process_state().process_index
+    prefills = {role: build_prefill(library, controller, loaded.tokenizer, seed=config.seed * 1009 + process_index,
+                                    weights=weights, sequence=sequence)
+                for role, (library, controller, weights, sequence) in config.template_controllers().items()}
+    if prefills and process_index == 0:
+        save_libraries(run_dir, prefills.get("actions"), prefills.get("reflections"))
     trainer = ERLTrainer(
         pool=pool, task_seeds=task_seeds,
         settings=StepSettings(group_size=group, reflection=config.reflection,
@@ -367,9 +377,12 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
         callbacks=[metrics, *callbacks], merged_rollouts=config.merged_rollouts,
         ppo=PPOSettings(gamma=config.gamma, gae_lambda=config.gae_lambda, value_coef=config.value_coef)
         if config.update == "ppo" else None,
+        action_templates=prefills.get("actions"), reflection_templates=prefills.get("reflections"),
+        template_records_path=run_dir / TEMPLATE_RECORDS_FILE,
     )
     if checkpoint is not None:
         trainer.load_value_head(checkpoint)
+        trainer.load_template_controllers(checkpoint)
     # With tqdm disabled, transformers prints every log dict; the CLI prints its own line per step.
     trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

@@ -37,6 +37,7 @@ from erlgym.erl.algorithm import DISTILLED_RETRY, INTERNALIZED_RETRY, EnvPool, S
 from erlgym.erl.config import ConfigError
 from erlgym.erl.errors import RunError
 from erlgym.erl.memory import ReflectionMemory
+from erlgym.erl.prefill import CONTROLLER_STATE_FILE, TemplatePrefill, load_controller_states, save_controller_states
 from erlgym.erl.ppo import LastHiddenStates, PPOSettings, ValueHead, completion_states, decoder_of, turn_gae, turn_starts
 from erlgym.erl.rollout import GenerationConfig, RolloutEngine
 
@@ -190,13 +191,18 @@ class ERLTrainer(GRPOTrainer):
         records_path: JSONL file that receives sample transcripts and reflections.
         ppo: PPO settings; with them, advantages come from a value head and GAE over turns
             (:mod:`erlgym.erl.ppo`) instead of group normalization.
+        action_templates, reflection_templates: STATe templates prefilled into turns and
+            reflections (:mod:`erlgym.erl.prefill`); their controllers are checkpointed.
+        template_records_path: JSONL file that receives one record per templated trajectory.
         args, model, processing_class, peft_config, callbacks: as for GRPOTrainer.
     """
 
     def __init__(self, *, pool: EnvPool, task_seeds: list[int], settings: StepSettings,
                  generation: GenerationConfig, memory: ReflectionMemory, records_path: Path | None,
                  args: GRPOConfig, model, processing_class, peft_config=None, callbacks=None,
-                 merged_rollouts: bool = True, ppo: PPOSettings | None = None):
+                 merged_rollouts: bool = True, ppo: PPOSettings | None = None,
+                 action_templates: TemplatePrefill | None = None, reflection_templates: TemplatePrefill | None = None,
+                 template_records_path: Path | None = None):
         dataset = Dataset.from_dict({
             "prompt": [f"{pool.env_id} task {seed}" for seed in task_seeds],
             "task_seed": list(task_seeds),
@@ -213,6 +219,9 @@ class ERLTrainer(GRPOTrainer):
         self.settings = settings
         self.memory = memory
         self.records_path = records_path
+        self.action_templates = action_templates
+        self.reflection_templates = reflection_templates
+        self.template_records_path = template_records_path
         self.rollout_model = rollout_model.to(self.accelerator.device) if rollout_model is not None else None
         self.engine = RolloutEngine(self.model if self.rollout_model is None else self.rollout_model,
                                     processing_class, generation)
@@ -238,13 +247,15 @@ class ERLTrainer(GRPOTrainer):
         self.sync_rollout_model()
         seeds = list(dict.fromkeys(int(row["task_seed"]) for row in inputs))  # unique, in order
         result = collect_step(self.engine, self.pool, seeds, self.memory, self.settings,
-                              step=self.state.global_step + 1)
+                              step=self.state.global_step + 1, action_templates=self.action_templates,
+                              reflection_templates=self.reflection_templates)
         # Each process collects its own tasks, so every process logs the metrics reduced over all of them.
         per_process = gather_object([(len(result.samples), dict(result.metrics))])
         self.last_step_metrics = self._reduce_process_metrics([metrics for _, metrics in per_process])
         for name, value in self.last_step_metrics.items():
             self._metrics["train"][name].append(value)
         self._write_records(result.records)
+        self._write_records(result.template_records, self.template_records_path)
 
         # TRL's loss gathers one value per batch row from every process, and all_gather needs
         # equal shapes, so every process pads its batch to the largest sample count.
@@ -269,10 +280,12 @@ class ERLTrainer(GRPOTrainer):
             reduced[name] = total if counted else total / len(values)
         return reduced
 
-    def _write_records(self, records: list[dict[str, Any]]) -> None:
-        if self.records_path is None or not self.accelerator.is_main_process:
+    def _write_records(self, records: list[dict[str, Any]], path: Path | None = None) -> None:
+        """Append ``records`` to ``path`` (default: the samples file) as JSON lines, on the main process only."""
+        path = path or self.records_path
+        if path is None or not records or not self.accelerator.is_main_process:
             return
-        with open(self.records_path, "a", encoding="utf-8") as handle:
+        with open(path, "a", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -473,6 +486,25 @@ class ERLTrainer(GRPOTrainer):
                            f"{checkpoint.name} to resume from the checkpoint before it.") from error
         return True
 
+    def load_template_controllers(self, checkpoint: Path) -> bool:
+        """Restore the template controllers saved in ``checkpoint``; return False when the run uses no templates.
+
+        Raises:
+            RunError: the checkpoint's controller file is missing, unreadable or for other libraries.
+        """
+        if self.action_templates is None and self.reflection_templates is None:
+            return False
+        path = checkpoint / CONTROLLER_STATE_FILE
+        try:
+            found = load_controller_states(path, self.action_templates, self.reflection_templates)
+        except (OSError, ValueError, KeyError, TypeError) as error:  # JSON, TemplateError and shape errors
+            raise RunError(f"Cannot read the template controllers {path}: {error}. Restore the file, or delete "
+                           f"{checkpoint.name} to resume from the checkpoint before it.") from error
+        if not found:
+            raise RunError(f"{checkpoint} has no {CONTROLLER_STATE_FILE}, so the template controllers cannot be "
+                           "restored. Restore the file, or delete this checkpoint to resume from the one before it.")
+        return True
+
     @torch.no_grad()
     def _reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
         """Per-token log-probabilities under the reference policy, for the KL term."""
@@ -497,6 +529,10 @@ class ERLTrainer(GRPOTrainer):
             checkpoint = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
             if checkpoint.is_dir():
                 self.memory.save(checkpoint / MEMORY_FILE)
+                # NOTE: under accelerate launch each process has its own controllers, updated with
+                # its own tasks' rewards; only the main process's state is saved and restored.
+                save_controller_states(checkpoint / CONTROLLER_STATE_FILE, self.action_templates,
+                                       self.reflection_templates)
                 if self.value_head is not None:
                     save_file({name: tensor.detach().contiguous().cpu()
                                for name, tensor in self.value_head.state_dict().items()},

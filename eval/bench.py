@@ -46,6 +46,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ppo": {"method": "grpo", "update": "ppo"},
     "erl-ppo": {"method": "erl", "update": "ppo"},
     "erl-distill": {"method": "erl", "internalization": "distill"},
+    "grpo-t1.0": {"method": "grpo", "temperature": 1.0},
+    "grpo-templates": {"method": "grpo", "templates": "auto", "temperature": 0.3},
+    "erl-templates": {"method": "erl", "templates": "auto", "reflection_templates": "reflection",
+                      "temperature": 0.3},
 }
 """Names ``--methods`` accepts, with the training fields each sets on top of the base configuration.
 
@@ -60,6 +64,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
   over turns). ``erl`` and ``grpo`` use the base configuration's ``--update``.
 - ``erl-distill``: successful retries are internalized by self-distillation toward the
   reflection-conditioned policy's token distributions instead of reward-weighted training.
+- ``grpo-t1.0``: first attempts sampled at temperature 1.0, the usual way to explore more.
+- ``grpo-templates``, ``erl-templates``: exploration from STATe templates (the environment's
+  bundled library, chosen uniformly at every turn; ERL also prefills reflections) at
+  temperature 0.3 instead of the base temperature.
 """
 
 

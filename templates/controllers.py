@@ -1,0 +1,256 @@
+"""Controllers: choose the template of each turn, and learn from the rewards that followed.
+
+Every controller answers ``choose(count, position)`` with ``count`` templates for turn
+``position`` (0 for an episode's first reply, 1 for the next, ...), and receives
+``update(templates, rewards)`` after the episodes ended, one pair per turn played, with
+the reward of the turn's episode.
+
+* :class:`UniformController`: every template equally likely.
+* :class:`BanditController`: one arm per choice of each dimension, UCB1 or Thompson
+  sampling on the mean reward of the episodes the choice was used in.
+* :class:`SteeredController`: samples templates in proportion to exp(score / temperature),
+  where the score sums fitted feature weights (written by ``erlgym templates analyze``).
+* :class:`ForcedController`: a fixed sequence of templates, one per turn.
+
+Controllers are deterministic in their seed and expose ``state_dict`` and
+``load_state_dict`` so that a resumed run continues with the same statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from erlgym.templates.features import template_features
+from erlgym.templates.library import Template, TemplateError, TemplateLibrary
+
+CONTROLLERS = ("uniform", "ucb", "thompson", "steered", "forced")
+
+
+class Controller:
+    """Base class: a seeded random generator and no learned state."""
+
+    kind = "base"
+
+    def __init__(self, library: TemplateLibrary, seed: int = 0):
+        self.library = library
+        self.rng = np.random.default_rng(seed)
+
+    def choose(self, count: int, position: int = 0) -> list[Template]:
+        raise NotImplementedError
+
+    def update(self, templates: list[Template], rewards: list[float]) -> None:
+        """Learn from the rewards of episodes that used ``templates``; the base class learns nothing."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != self.kind:
+            raise TemplateError(f"controller state is for a {state.get('kind')!r} controller, not {self.kind!r}")
+        self.rng.bit_generator.state = state["rng"]
+
+
+class UniformController(Controller):
+    """Choose each dimension's choice uniformly at random, independently."""
+
+    kind = "uniform"
+
+    def choose(self, count: int, position: int = 0) -> list[Template]:
+        templates = []
+        for _ in range(count):
+            choices = tuple((dimension.id, dimension.choices[int(self.rng.integers(len(dimension.choices)))].id)
+                            for dimension in self.library.dimensions)
+            templates.append(Template(choices))
+        return templates
+
+
+class BanditController(Controller):
+    """One bandit per dimension over its choices, on the mean reward of the episodes a choice was used in.
+
+    ``method="ucb"`` picks argmax of mean + c·sqrt(ln N / n) (UCB1; untried choices first,
+    ties broken at random). Within one call, each pick counts as a pull with the arm's
+    current mean, so a batch spreads over near-equal arms instead of repeating one.
+    ``method="thompson"`` samples each choice's mean from Beta(1 + Σr, 1 + Σ(1 - r)) with
+    rewards clipped to [0, 1], which suits success rewards and F1 scores.
+    """
+
+    def __init__(self, library: TemplateLibrary, seed: int = 0, method: str = "ucb", exploration: float = 1.0):
+        super().__init__(library, seed)
+        if method not in ("ucb", "thompson"):
+            raise TemplateError(f"unknown bandit method {method!r}; use 'ucb' or 'thompson'")
+        if not math.isfinite(exploration) or exploration < 0:
+            raise TemplateError(f"bandit exploration must be a finite number >= 0, got {exploration!r}")
+        self.kind = method
+        self.exploration = exploration
+        self.pulls = {dimension.id: np.zeros(len(dimension.choices)) for dimension in library.dimensions}
+        self.reward_sums = {dimension.id: np.zeros(len(dimension.choices)) for dimension in library.dimensions}
+
+    def choose(self, count: int, position: int = 0) -> list[Template]:
+        per_dimension = {dimension.id: self._choose_dimension(dimension.id, count)
+                         for dimension in self.library.dimensions}
+        return [Template(tuple((dimension.id, dimension.choices[per_dimension[dimension.id][row]].id)
+                               for dimension in self.library.dimensions))
+                for row in range(count)]
+
+    def _choose_dimension(self, dimension_id: str, count: int) -> list[int]:
+        pulls = self.pulls[dimension_id].copy()
+        sums = self.reward_sums[dimension_id].copy()
+        picks = []
+        for _ in range(count):
+            if self.kind == "thompson":
+                successes = np.clip(sums, 0, None)
+                failures = np.clip(pulls - sums, 0, None)
+                scores = self.rng.beta(1.0 + successes, 1.0 + failures)
+            else:
+                means = np.divide(sums, pulls, out=np.zeros_like(sums), where=pulls > 0)
+                total = max(pulls.sum(), 1.0)
+                bonus = self.exploration * np.sqrt(np.log(total) / np.maximum(pulls, 1e-12))
+                scores = np.where(pulls > 0, means + bonus, np.inf)
+            best = np.flatnonzero(scores == scores.max())
+            pick = int(best[self.rng.integers(len(best))])
+            picks.append(pick)
+            if self.kind == "ucb":
+                # A virtual pull at the current mean keeps the rest of the batch from repeating this arm.
+                mean = sums[pick] / pulls[pick] if pulls[pick] > 0 else 0.0
+                pulls[pick] += 1
+                sums[pick] += mean
+        return picks
+
+    def update(self, templates: list[Template], rewards: list[float]) -> None:
+        if len(templates) != len(rewards):
+            raise ValueError(f"got {len(templates)} templates and {len(rewards)} rewards")
+        for template, reward in zip(templates, rewards):
+            value = float(reward)
+            if self.kind == "thompson":
+                value = min(max(value, 0.0), 1.0)
+            for dimension_id, choice_id in template.choices:
+                index = self._index(dimension_id, choice_id)
+                self.pulls[dimension_id][index] += 1
+                self.reward_sums[dimension_id][index] += value
+
+    def _index(self, dimension_id: str, choice_id: str) -> int:
+        dimension = self.library.dimension(dimension_id)
+        return [choice.id for choice in dimension.choices].index(dimension.choice(choice_id).id)
+
+    def means(self) -> dict[str, float]:
+        """Return the mean reward of every tried choice, keyed ``dimension=choice``."""
+        result = {}
+        for dimension in self.library.dimensions:
+            for index, choice in enumerate(dimension.choices):
+                if self.pulls[dimension.id][index] > 0:
+                    result[f"{dimension.id}={choice.id}"] = float(
+                        self.reward_sums[dimension.id][index] / self.pulls[dimension.id][index])
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["pulls"] = {key: value.tolist() for key, value in self.pulls.items()}
+        state["reward_sums"] = {key: value.tolist() for key, value in self.reward_sums.items()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        for dimension in self.library.dimensions:
+            pulls = state["pulls"].get(dimension.id)
+            sums = state["reward_sums"].get(dimension.id)
+            if pulls is None or sums is None or len(pulls) != len(dimension.choices):
+                raise TemplateError(f"controller state does not match library {self.library.name!r}: "
+                                    f"dimension {dimension.id!r} has {len(dimension.choices)} choices")
+            self.pulls[dimension.id] = np.asarray(pulls, dtype=np.float64)
+            self.reward_sums[dimension.id] = np.asarray(sums, dtype=np.float64)
+
+
+class SteeredController(Controller):
+    """Sample templates with probability proportional to exp(score / temperature).
+
+    The score of a template at a turn sums the weights of its features (see
+    :func:`erlgym.templates.features.template_features`); features without a weight count 0.
+    A low temperature concentrates on the best-scored templates, a high one approaches uniform.
+    """
+
+    kind = "steered"
+
+    def __init__(self, library: TemplateLibrary, weights: dict[str, float], seed: int = 0, temperature: float = 0.5):
+        super().__init__(library, seed)
+        if not math.isfinite(temperature) or temperature <= 0:
+            raise TemplateError(f"steering temperature must be a finite number > 0, got {temperature!r}")
+        bad = {name: value for name, value in weights.items()
+               if not isinstance(value, (int, float)) or not math.isfinite(value)}
+        if bad:
+            raise TemplateError(f"steering weights must be finite numbers; invalid: {bad}")
+        self.weights = dict(weights)
+        self.temperature = temperature
+        self.templates = library.all_templates()
+
+    @classmethod
+    def from_file(cls, library: TemplateLibrary, path: str | Path, seed: int = 0,
+                  temperature: float | None = None) -> "SteeredController":
+        """Load the steering weights that ``erlgym templates analyze`` writes (``steering.json``)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise TemplateError(f"steering weights file {str(path)!r} not found; write one with "
+                                "'erlgym templates analyze RUN_DIR'") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise TemplateError(f"steering weights file {str(path)!r} is not valid JSON: {error}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("weights"), dict):
+            raise TemplateError(f"steering weights file {str(path)!r} has no 'weights' object")
+        if data.get("library") not in (None, library.name):
+            raise TemplateError(f"steering weights file {str(path)!r} was fitted for library {data['library']!r}, "
+                                f"not {library.name!r}")
+        return cls(library, data["weights"], seed=seed,
+                   temperature=temperature if temperature is not None else float(data.get("temperature", 0.5)))
+
+    def scores(self, position: int = 0) -> np.ndarray:
+        """Return the score of every template of :meth:`TemplateLibrary.all_templates` at turn ``position``."""
+        return np.asarray([sum(self.weights.get(name, 0.0) for name in template_features(template, position))
+                           for template in self.templates])
+
+    def probabilities(self, position: int = 0) -> np.ndarray:
+        logits = self.scores(position) / self.temperature
+        logits -= logits.max()
+        weights = np.exp(logits)
+        return weights / weights.sum()
+
+    def choose(self, count: int, position: int = 0) -> list[Template]:
+        picks = self.rng.choice(len(self.templates), size=count, p=self.probabilities(position))
+        return [self.templates[int(index)] for index in picks]
+
+
+class ForcedController(Controller):
+    """Use ``sequence[position]`` at each turn, and the last template of the sequence after its end."""
+
+    kind = "forced"
+
+    def __init__(self, library: TemplateLibrary, sequence: list[str], seed: int = 0):
+        super().__init__(library, seed)
+        if not sequence:
+            raise TemplateError("a forced controller needs at least one template, for example "
+                                f"{library.all_templates()[0].key!r}")
+        self.sequence = [library.parse(key) for key in sequence]
+
+    def choose(self, count: int, position: int = 0) -> list[Template]:
+        return [self.sequence[min(position, len(self.sequence) - 1)]] * count
+
+
+def build_controller(kind: str, library: TemplateLibrary, seed: int = 0, weights_path: str | Path | None = None,
+                     sequence: list[str] | None = None, temperature: float | None = None) -> Controller:
+    """Build the controller named ``kind`` (one of :data:`CONTROLLERS`) for ``library``."""
+    if kind == "uniform":
+        return UniformController(library, seed)
+    if kind in ("ucb", "thompson"):
+        return BanditController(library, seed, method=kind)
+    if kind == "steered":
+        if weights_path is None:
+            raise TemplateError("the steered controller needs a weights file; write one with "
+                                "'erlgym templates analyze RUN_DIR' and pass its steering.json")
+        return SteeredController.from_file(library, weights_path, seed, temperature)
+    if kind == "forced":
+        return ForcedController(library, list(sequence or []), seed)
+    raise TemplateError(f"unknown template controller {kind!r}; valid controllers: {', '.join(CONTROLLERS)}")
