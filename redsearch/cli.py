@@ -212,6 +212,10 @@ def run_build(args: argparse.Namespace) -> int:
         if args.save_graph.exists() and not args.overwrite:
             raise TaskCommandError(f"--save-graph {args.save_graph} already exists. Pass --overwrite to replace "
                                    "it, or another path.")
+        if (args.save_graph.name in (TASKS_FILE, CORPUS_FILE, SUMMARY_FILE)
+                and args.save_graph.parent.resolve() == args.out.resolve()):
+            raise TaskCommandError(f"--save-graph {args.save_graph} is a file of the task set in --out. "
+                                   "Pass another path.")
         if not args.save_graph.parent.is_dir():
             raise TaskCommandError(f"Cannot write --save-graph {args.save_graph}: the folder "
                                    f"{args.save_graph.parent} does not exist. Create it or pass another path.")
@@ -281,27 +285,75 @@ def synthesize_with_progress(graph: KnowledgeGraph, spec: SynthesisSpec, args: a
 
 
 def write_build(task_set: TaskSet, graph: KnowledgeGraph, out: Path, save_graph: Path | None) -> None:
-    """Write the task set to ``out``, and the graph to ``save_graph`` when it is given."""
+    """Write the task set to ``out``, and the graph to ``save_graph`` when it is given.
+
+    Both are first written to temporary paths beside their targets, and the task set
+    replaces ``out`` only when both are complete (:func:`replace_folder`). So an error or
+    an interrupt before that point leaves the previous task set and graph as they were,
+    and no temporary path remains. Files in ``out`` other than the task-set files are
+    copied into the new folder, and a ``save_graph`` inside ``out`` moves with it.
+    """
+    # Replace the folder that a symbolic link points to, not the link.
+    folder = Path(os.path.realpath(out))
+    staging: Path | None = None
+    graph_staging: Path | None = None
     try:
-        save_task_set(task_set, out)
-    except OSError as error:
-        # error.filename is usually the staging folder beside --out, which the user never named.
-        raise TaskCommandError(f"Cannot write the task set to --out {out}: {error.strerror}. "
-                               "Pass a writable --out.") from error
-    console.print(escape(f"Task set written to {out} ({count_noun(len(task_set.tasks), 'task')}, "
-                         f"{count_noun(len(task_set.documents), 'document')})."))
-    if save_graph is None:
-        return
-    try:
-        save_graph.parent.mkdir(parents=True, exist_ok=True)
-        if save_graph.suffix.lower() == ".graphml":
-            graph.save_graphml(save_graph)
-        else:
-            graph.save(save_graph)
-    except OSError as error:
-        raise TaskCommandError(f"Cannot write the graph to {error.filename or save_graph}: {error.strerror}. "
-                               "Pass a writable --save-graph.") from error
-    console.print(escape(f"Graph written to {save_graph}."))
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = _staging_folder(folder)
+            task_set.save(staging)
+            _copy_other_files(folder, staging)
+        except OSError as error:
+            # error.filename is usually the staging folder beside --out, which the user never named.
+            raise TaskCommandError(f"Cannot write the task set to --out {out}: {error.strerror}. "
+                                   "Pass a writable --out.") from error
+        if save_graph is not None:
+            try:
+                graph_target, graph_staging = _graph_target(save_graph, folder, staging)
+                if save_graph.suffix.lower() == ".graphml":
+                    graph.save_graphml(graph_target)
+                else:
+                    graph.save(graph_target)
+            except OSError as error:
+                raise TaskCommandError(f"Cannot write the graph to {save_graph}: {error.strerror}. "
+                                       "Pass a writable --save-graph.") from error
+
+        try:
+            replace_folder(staging, folder)
+        except OSError as error:
+            raise TaskCommandError(f"Cannot replace --out {out} with the new task set: {error.strerror}. "
+                                   "The previous task set is unchanged.") from error
+        console.print(escape(f"Task set written to {out} ({count_noun(len(task_set.tasks), 'task')}, "
+                             f"{count_noun(len(task_set.documents), 'document')})."))
+        if graph_staging is not None:
+            try:
+                os.replace(graph_staging, save_graph)
+            except OSError as error:
+                raise TaskCommandError(f"Cannot write the graph to {save_graph}: {error.strerror}. "
+                                       "Pass a writable --save-graph.") from error
+        if save_graph is not None:
+            console.print(escape(f"Graph written to {save_graph}."))
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if graph_staging is not None:
+            graph_staging.unlink(missing_ok=True)
+
+
+def _graph_target(save_graph: Path, folder: Path, staging: Path) -> tuple[Path, Path | None]:
+    """Return where to write the graph until the task set is in place, and the staging file to rename, if any.
+
+    A ``save_graph`` inside the task-set folder is written to the same place in
+    ``staging``, which moves into place with the task set, so there is no file to rename.
+    Any other is written to a new staging file beside ``save_graph``.
+    """
+    graph_path = Path(os.path.realpath(save_graph))
+    if graph_path.is_relative_to(folder):
+        target = staging / graph_path.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target, None
+    graph_staging = _staging_file(save_graph)
+    return graph_staging, graph_staging
 
 
 def _check_source_options(args: argparse.Namespace) -> None:
@@ -371,9 +423,15 @@ def _check_writable_folder(folder: Path, option: str, path: Path) -> None:
 def _check_build_output(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise TaskCommandError(f"--out {out} is a file. Pass a folder path for the task set.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise TaskCommandError(f"--out {out} already exists and is not empty. Pass --overwrite to replace its "
-                               "task set, or choose another folder.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise TaskCommandError(f"--out {out} already exists and is not empty. Pass --overwrite to replace its "
+                                   "task set, or choose another folder.")
+        if not (out / TASKS_FILE).is_file():
+            # --overwrite copies the folder's other files into the new one, so only a task
+            # set folder is replaced, never an arbitrary folder such as a home directory.
+            raise TaskCommandError(f"--out {out} is not empty and contains no {TASKS_FILE}, so it is not a task set "
+                                   "that --overwrite may replace. Choose another folder.")
     _check_parents(out)
 
 
@@ -428,19 +486,60 @@ def _optional_str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def save_task_set(task_set: TaskSet, out: Path) -> None:
-    """Write ``task_set`` to ``out`` through a staging folder beside it, so that a failed write leaves no partial set."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = _staging_folder(out)
+def replace_folder(staging: Path, out: Path) -> None:
+    """Move the complete folder ``staging`` to ``out``, replacing the folder there.
+
+    The previous folder is renamed aside and deleted only after ``staging`` is in place.
+    When moving ``staging`` fails or is interrupted, the previous folder is renamed back,
+    so ``out`` then contains the previous folder, never a mix of the two. Both paths must be
+    on one file system, which a staging folder beside ``out`` is.
+
+    Raises:
+        OSError: a rename failed; ``out`` is unchanged.
+        TaskCommandError: the previous folder could not be renamed back; the message names
+            where it is.
+    """
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    # The staging name is unique in out.parent, so this name is free.
+    aside = staging.with_name(staging.name + ".previous")
     try:
-        task_set.save(staging)
-        if out.exists():
-            for name in (TASKS_FILE, CORPUS_FILE, SUMMARY_FILE):
-                os.replace(staging / name, out / name)
-        else:
-            os.replace(staging, out)
+        os.rename(out, aside)
+        os.rename(staging, out)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if aside.exists() and not out.exists():
+            try:
+                os.rename(aside, out)
+            except OSError as error:
+                raise TaskCommandError(f"Cannot move the previous folder back from {aside} to {out}: "
+                                       f"{error.strerror}. Rename it by hand.") from error
+        elif aside.exists():
+            _delete_previous_folder(aside)
+
+
+def _delete_previous_folder(folder: Path) -> None:
+    try:
+        shutil.rmtree(folder)
+    except OSError as error:
+        console.print(escape(f"Warning: cannot delete the replaced folder {folder} ({error.strerror}). "
+                             "Delete it by hand."))
+
+
+def _copy_other_files(out: Path, staging: Path) -> None:
+    """Copy the entries of ``out`` other than the task-set files into ``staging``, so that replacing ``out`` keeps them.
+
+    Symbolic links are copied as links. Does nothing when ``out`` does not exist.
+    """
+    if not out.is_dir():
+        return
+    for entry in sorted(out.iterdir()):
+        if entry.name in (TASKS_FILE, CORPUS_FILE, SUMMARY_FILE):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, staging / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, staging / entry.name, follow_symlinks=False)
 
 
 # ---------------------------------------------------------------------- tables
@@ -571,9 +670,7 @@ def run_export(args: argparse.Namespace) -> int:
             staging = _staging_folder(out)
             try:
                 to_dataset_dict(task_set).save_to_disk(str(staging))
-                if out.exists():
-                    shutil.rmtree(out)
-                os.replace(staging, out)
+                replace_folder(staging, out)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             console.print(escape(f"Wrote a DatasetDict with {count_noun(len(task_set.tasks), 'task')} and "
@@ -608,15 +705,40 @@ def _check_export_folder(out: Path, overwrite: bool) -> None:
 
 
 def _staging_folder(out: Path) -> Path:
-    """Make an empty folder beside ``out`` with the permissions the umask gives a new folder.
+    """Make an empty folder beside ``out`` with the permissions of ``out``, or those the umask gives a new folder.
 
     ``tempfile.mkdtemp`` creates mode 0700, which the renamed output would keep.
     """
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _copy_mode(out, staging, 0o777)
+    except BaseException:
+        staging.rmdir()
+        raise
+    return staging
+
+
+def _staging_file(path: Path) -> Path:
+    """Make an empty file beside ``path``, with the same suffix and the permissions that :func:`_copy_mode` gives."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    staging = Path(name)
+    try:
+        _copy_mode(path, staging, 0o666)
+    except BaseException:
+        staging.unlink()
+        raise
+    return staging
+
+
+def _copy_mode(existing: Path, staging: Path, new_mode: int) -> None:
+    """Give ``staging`` the permissions of ``existing``, or ``new_mode`` less the umask when ``existing`` is missing."""
+    if existing.exists():
+        shutil.copymode(existing, staging)
+        return
     umask = os.umask(0)
     os.umask(umask)
-    staging.chmod(0o777 & ~umask)
-    return staging
+    staging.chmod(new_mode & ~umask)
 
 
 def _check_parents(path: Path, option: str = "--out") -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import hashlib
 import io
 import json
 import os
@@ -21,6 +23,7 @@ from erlgym.envs.search_corpus import task_split
 from erlgym.erl import cli
 from erlgym.erl.cli import EXIT_USAGE, build_parser, main
 from erlgym.redsearch import cli as tasks_cli
+from erlgym.redsearch import synthesis
 from erlgym.redsearch.spec_options import parse_spec_option, resolve_spec
 from erlgym.redsearch.graph import KnowledgeGraph
 from erlgym.redsearch.synthesis import SynthesisSpec
@@ -329,6 +332,9 @@ def test_overwrite_replaces_task_set(tmp_path):
     out = tmp_path / "tasks"
     assert run_build(out, *world_options(4)).status == 0
     (out / "notes.txt").write_text("kept")
+    (out / "runs").mkdir()
+    (out / "runs" / "log.txt").write_text("kept too")
+    out.chmod(0o750)
 
     build = run_build(out, *world_options(3), "--seed", "7", "--overwrite")
 
@@ -336,6 +342,113 @@ def test_overwrite_replaces_task_set(tmp_path):
     assert len(TaskSet.load(out).tasks) == 3
     assert TaskSet.load(out).summary["spec"]["seed"] == 7
     assert (out / "notes.txt").read_text() == "kept"
+    assert (out / "runs" / "log.txt").read_text() == "kept too"
+    assert (out.stat().st_mode & 0o777) == 0o750
+    assert [path.name for path in tmp_path.iterdir()] == ["tasks"]
+
+
+def test_overwrite_moves_graph_inside_out(tmp_path):
+    out = tmp_path / "tasks"
+    assert run_build(out, *world_options(4)).status == 0
+
+    build = run_build(out, *world_options(3), "--overwrite", "--save-graph", str(out / "graph.json"))
+
+    assert build.status == 0, build.stderr
+    assert len(TaskSet.load(out).tasks) == 3
+    assert KnowledgeGraph.load(out / "graph.json").num_entities == 300
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tasks"]
+    assert sorted(path.name for path in out.iterdir()) == ["corpus.jsonl", "graph.json", "summary.json", "tasks.jsonl"]
+
+
+def test_overwrite_rejects_other_folder(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+
+    err = run_failing(["tasks", "build", "--out", str(folder), *world_options(), "--overwrite"])
+
+    assert f"--out {folder} is not empty and contains no tasks.jsonl" in err
+    assert [path.name for path in folder.iterdir()] == ["notes.txt"]
+
+
+def test_save_graph_over_task_set_file_rejected(tmp_path):
+    out = tmp_path / "tasks"
+    assert run_build(out, *world_options(4)).status == 0
+
+    err = run_failing(["tasks", "build", "--out", str(out), *world_options(3), "--overwrite",
+                       "--save-graph", str(out / "summary.json")])
+
+    assert f"--save-graph {out / 'summary.json'} is a file of the task set in --out" in err
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """Map every path under ``root`` to the SHA-256 of its bytes, or to "folder"."""
+    digests = {}
+    for folder, folders, files in os.walk(root):
+        for name in folders:
+            digests[os.path.relpath(os.path.join(folder, name), root)] = "folder"
+        for name in files:
+            path = Path(folder, name)
+            digests[os.path.relpath(path, root)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def interrupt_synthesis(monkeypatch, out: Path) -> None:
+    def synthesize(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthesis, "synthesize", synthesize)
+
+
+def fail_task_set_write(monkeypatch, out: Path) -> None:
+    def save(task_set, folder):
+        (Path(folder) / "tasks.jsonl").write_text("{\"task_id\": ")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(TaskSet, "save", save)
+
+
+def interrupt_graph_write(monkeypatch, out: Path) -> None:
+    def save(graph, path):
+        Path(path).write_text("{\"format\": ")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(KnowledgeGraph, "save", save)
+
+
+def interrupt_rename_into_place(monkeypatch, out: Path) -> None:
+    """Interrupt the rename that moves the new task set to ``out``, after the previous one was moved aside."""
+    rename = os.rename
+    interrupted = []
+
+    def interrupted_rename(source, destination):
+        if os.path.realpath(destination) == os.path.realpath(out) and not out.exists() and not interrupted:
+            interrupted.append(source)
+            raise KeyboardInterrupt
+        rename(source, destination)
+
+    monkeypatch.setattr(tasks_cli.os, "rename", interrupted_rename)
+
+
+@pytest.mark.parametrize("make_failure,status", [
+    (interrupt_synthesis, 130),
+    (fail_task_set_write, EXIT_USAGE),
+    (interrupt_graph_write, 130),
+    (interrupt_rename_into_place, 130),
+], ids=["synthesis", "task_set_write", "graph_write", "rename_into_place"])
+def test_failed_overwrite_keeps_task_set(tmp_path, monkeypatch, make_failure, status):
+    out, graph = tmp_path / "tasks", tmp_path / "graph.json"
+    assert run_build(out, *world_options(4), "--save-graph", str(graph)).status == 0
+    (out / "notes.txt").write_text("kept")
+    before = file_digests(tmp_path)
+    make_failure(monkeypatch, out)
+
+    build = run_build(out, *world_options(3), "--seed", "7", "--save-graph", str(graph), "--overwrite")
+
+    assert build.status == status, build.stderr
+    assert sorted(file_digests(tmp_path)) == sorted(before)
+    assert file_digests(tmp_path) == before
+    assert len(TaskSet.load(out).tasks) == 4
 
 
 def test_unmet_target_writes_nothing(tmp_path):
