@@ -440,7 +440,7 @@ def _learn_from_templates(first: list[Episode], retries: list[Episode], reflecti
             records.append({
                 "step": step, "kind": REFLECTION, "task_seed": seed, "group": f"{step}:{seed}:{REFLECTION}",
                 "library": reflection_templates.library.name, "templates": [template.key],
-                "followed": [verdicts], "actions": [], "final_state": "", "reward": reward,
+                "followed": [verdicts], "actions": [None], "final_state": "", "reward": reward,
                 "success": bool(success),
             })
     return records

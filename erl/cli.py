@@ -1,4 +1,4 @@
-"""The ``erlgym`` command line: ``train``, ``eval``, ``bench``, ``play`` and ``tasks``.
+"""The ``erlgym`` command line: ``train``, ``eval``, ``bench``, ``play``, ``tasks`` and ``templates``.
 
 ``train`` options are generated from :class:`~erlgym.erl.config.TrainConfig`, so
 every option has the field's help text and default. Errors in user input (an unknown
@@ -31,6 +31,8 @@ from erlgym.redsearch.cli import TaskCommandError, add_tasks_command, run_tasks
 from erlgym.redsearch.graph import GraphError
 from erlgym.redsearch.synthesis import SynthesisError
 from erlgym.redsearch.tasks import TaskSetError
+from erlgym.templates.cli import add_templates_command, run_templates
+from erlgym.templates.library import TemplateError
 
 # soft_wrap: long lines (commands, paths) are never broken by rich, so they stay copyable
 # when the output is not a terminal.
@@ -142,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Also print the worked examples that precede the first observation in the model's prompt.")
 
     add_tasks_command(add_command)
+    add_templates_command(add_command)
     return parser
 
 
@@ -356,11 +359,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose and args.command in ("train", "eval", "bench"):
         _quiet_model_libraries()
-    handlers = {"train": run_train, "eval": run_eval, "bench": run_bench, "play": run_play, "tasks": run_tasks}
+    handlers = {"train": run_train, "eval": run_eval, "bench": run_bench, "play": run_play, "tasks": run_tasks,
+                "templates": run_templates}
     try:
         return handlers[args.command](args)
     except (UsageError, ConfigError, RunError, ModelLoadError, ChatTemplateError, RunDataError,
-            TaskCommandError, GraphError, TaskSetError, SynthesisError) as error:
+            TaskCommandError, GraphError, TaskSetError, SynthesisError, TemplateError) as error:
         console.print("[bold red]error:[/bold red]", escape(str(error)))
         return EXIT_USAGE
     except KeyboardInterrupt as error:

@@ -1,7 +1,7 @@
 """Diversity of the rollouts of one group (the G attempts at one task).
 
 Exploration only helps GRPO and ERL when a group's attempts differ: identical attempts get
-identical rewards and zero advantage. These measures say how much they differ:
+identical rewards and zero advantage. These measures count how much they differ:
 
 * distinct action sequences: how many different sequences of parsed actions the group played;
 * distinct final states: how many different last observations the group ended in;

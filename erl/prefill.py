@@ -1,7 +1,7 @@
 """STATe templates in rollouts: a controller's choice, prefilled into the assistant turn as token ids.
 
-At each turn of an episode (and before each reflection), :class:`TemplatePrefill` asks its
-controller for a template, tokenizes the template's prefill text (guidance sentences and
+At each turn of an episode (and before each reflection), :class:`TemplatePrefill` gets a template from
+its controller, tokenizes the template's prefill text (guidance sentences and
 the prefix), and the rollout appends those ids to the context before the model generates.
 The prefilled ids carry ``env_mask`` 0 (or sit in the prompt of a reflection sample), so
 the trainer never computes a loss on text the model did not choose. What the model sees is
@@ -51,7 +51,7 @@ class TemplatePrefill:
 
     @property
     def max_prefill_tokens(self) -> int:
-        """The longest prefill of any template in the library, in tokens; a turn reserves this much context."""
+        """The maximum prefill length of the library's templates, in tokens; a turn reserves this much context."""
         if self._max_prefill is None:
             self._max_prefill = max(len(self.prefill_ids(template)) for template in self.library.all_templates())
         return self._max_prefill

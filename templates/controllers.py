@@ -175,16 +175,25 @@ class SteeredController(Controller):
 
     kind = "steered"
 
-    def __init__(self, library: TemplateLibrary, weights: dict[str, float], seed: int = 0, temperature: float = 0.5):
+    def __init__(self, library: TemplateLibrary, weights: dict[str, float], seed: int = 0, temperature: float = 0.5,
+                 max_position: int | None = None):
         super().__init__(library, seed)
         if not math.isfinite(temperature) or temperature <= 0:
             raise TemplateError(f"steering temperature must be a finite number > 0, got {temperature!r}")
         bad = {name: value for name, value in weights.items()
-               if not isinstance(value, (int, float)) or not math.isfinite(value)}
+               if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)}
         if bad:
             raise TemplateError(f"steering weights must be finite numbers; invalid: {bad}")
+        unknown = [name for name in weights if not _names_library_choices(name, library)]
+        if unknown:
+            raise TemplateError(f"steering weights name features that are not choices of library {library.name!r}: "
+                                f"{unknown[:5]}; fit the weights on a run that used this library")
+        if max_position is not None and (not isinstance(max_position, int) or max_position < 0):
+            raise TemplateError(f"steering max_position must be an integer >= 0, got {max_position!r}")
         self.weights = dict(weights)
         self.temperature = temperature
+        self.max_position = max_position
+        """Turns at or after this position use the weights of this position, as the analysis counted them."""
         self.templates = library.all_templates()
 
     @classmethod
@@ -205,10 +214,13 @@ class SteeredController(Controller):
             raise TemplateError(f"steering weights file {str(path)!r} was fitted for library {data['library']!r}, "
                                 f"not {library.name!r}")
         return cls(library, data["weights"], seed=seed,
-                   temperature=temperature if temperature is not None else float(data.get("temperature", 0.5)))
+                   temperature=temperature if temperature is not None else float(data.get("temperature", 0.5)),
+                   max_position=data.get("max_position"))
 
     def scores(self, position: int = 0) -> np.ndarray:
         """Return the score of every template of :meth:`TemplateLibrary.all_templates` at turn ``position``."""
+        if self.max_position is not None:
+            position = min(position, self.max_position)
         return np.asarray([sum(self.weights.get(name, 0.0) for name in template_features(template, position))
                            for template in self.templates])
 
@@ -221,6 +233,20 @@ class SteeredController(Controller):
     def choose(self, count: int, position: int = 0) -> list[Template]:
         picks = self.rng.choice(len(self.templates), size=count, p=self.probabilities(position))
         return [self.templates[int(index)] for index in picks]
+
+
+def _names_library_choices(feature: str, library: TemplateLibrary) -> bool:
+    """Return whether every ``dimension=choice`` part of a feature name is a choice of ``library``."""
+    for part in feature.replace(">", "*").split("*"):
+        _, _, pair = part.rpartition(":")
+        dimension_id, separator, choice_id = pair.partition("=")
+        if not separator:
+            return False
+        try:
+            library.dimension(dimension_id).choice(choice_id)
+        except TemplateError:
+            return False
+    return True
 
 
 class ForcedController(Controller):

@@ -4,7 +4,7 @@
 * ``t{k}:dimension=choice``: the choice was used at turn k (position-specific).
 * ``t{k}:dimension=choice*t{k}:other=choice``: two choices of one template at turn k.
 * ``t{k}:dimension=choice>t{k+1}:dimension=choice``: a choice at turn k followed by one at
-  turn k + 1 in the same dimension (a sequence), used by the analysis only, because a
+  turn k + 1 in the same dimension (a sequence). Only the analysis uses these, because a
   controller picking a turn's template would need the previous turn's choice to score it.
 """
 

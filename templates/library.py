@@ -22,7 +22,7 @@ A template is one choice per dimension. Its prefill, the text inserted at the st
 the assistant turn, is the choices' guidance sentences, one per line, followed by the
 prefix of the only dimension whose choices have prefixes. The model continues after
 the prefill. ``check`` is an optional regular expression, matched case-insensitively
-against the generated text only, that tells whether the model followed the choice.
+against the generated text only, that decides whether the model followed the choice.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class TemplateLibrary:
     dimensions: tuple[Dimension, ...]
     description: str = ""
     source: str = ""
-    """Where the library was loaded from, for error messages."""
+    """The file the library was loaded from, for error messages."""
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> "TemplateLibrary":

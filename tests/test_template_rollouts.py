@@ -293,3 +293,19 @@ def test_resume_rejects_corrupt_controller_file(templated_run, tmp_path):
     saved = json.loads((run_dir / "config.json").read_text())
     with pytest.raises(RunError, match="Cannot read the template controllers"):
         train(TrainConfig.from_dict({**saved, "output_dir": str(run_dir), "steps": 3}), resume=True)
+
+
+def test_analyze_reads_a_real_run(templated_run, tmp_path):
+    from erlgym.erl.cli import main
+
+    out = tmp_path / "analysis"
+    assert main(["templates", "analyze", str(templated_run), "--out", str(out), "--bootstrap", "20"]) == 0
+    analysis = json.loads((out / "analysis.json").read_text())
+    records = read_lines(templated_run / TEMPLATE_RECORDS_FILE)
+    assert (out / "report.md").read_text().strip()
+    # Steering weights fitted on the run load into the controller the next run would use.
+    from erlgym.templates import SteeredController
+
+    SteeredController.from_file(load_library("frozenlake"), out / "steering.json")
+    assert json.dumps(analysis)  # every number is plain JSON
+    assert len(records) > 0

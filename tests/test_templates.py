@@ -267,6 +267,20 @@ def test_steered_file_errors(toy, tmp_path):
         SteeredController(toy, {}, temperature=0)
 
 
+def test_steered_uses_last_position_beyond_max(toy):
+    controller = SteeredController(toy, {"t1:opening=free": 5.0}, temperature=0.5, max_position=1)
+    assert controller.probabilities(4).tolist() == controller.probabilities(1).tolist()
+    assert controller.probabilities(4).tolist() != controller.probabilities(0).tolist()
+
+
+def test_steered_rejects_unknown_features(toy):
+    with pytest.raises(TemplateError, match="not choices of library 'toy'"):
+        SteeredController(toy, {"strategy=fast": 1.0})
+    with pytest.raises(TemplateError, match="not choices"):
+        SteeredController(toy, {"t0:strategy=good*t0:tone=calm": 1.0})
+    assert SteeredController(toy, {"t0:strategy=good>t1:strategy=bad": 1.0}).weights
+
+
 def test_forced_sequence_repeats_last(toy):
     controller = ForcedController(toy, ["strategy=good,opening=lead", "strategy=bad,opening=free"])
     assert [t.key for t in controller.choose(2, position=0)] == ["strategy=good,opening=lead"] * 2
