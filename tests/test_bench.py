@@ -245,6 +245,21 @@ def test_bench_scope_variants_set_fields(action_model_dir, tmp_path):
     assert (task_memory.method, task_memory.reflection_scope, task_memory.memory_scope) == ("erl", "task", "task")
 
 
+def test_bench_template_variants_set_fields(action_model_dir, tmp_path):
+    # The tiny configuration samples at 1.0, so grpo-t1.0 is the baseline here and plain grpo would duplicate it.
+    config = tiny_bench(action_model_dir, tmp_path / "bench", methods=("grpo-templates", "erl-templates", "grpo-t1.0"),
+                        baseline="grpo-t1.0")
+
+    grpo = config.validate().run_config("grpo-templates", 0, tmp_path / "run").validate()
+    erl = config.run_config("erl-templates", 0, tmp_path / "run").validate()
+    hot = config.run_config("grpo-t1.0", 0, tmp_path / "run")
+
+    assert (grpo.method, grpo.templates, grpo.reflection_templates, grpo.temperature) == (
+        "grpo", "frozenlake", None, 0.3)
+    assert (erl.method, erl.templates, erl.reflection_templates) == ("erl", "frozenlake", "reflection")
+    assert (hot.method, hot.templates, hot.temperature) == ("grpo", None, 1.0)
+
+
 def test_bench_runs_scope_variants(action_model_dir, tmp_path):
     """Both variants train through ``erlgym train``: one rulebook per step, and a memory saved with its scope."""
     out = tmp_path / "bench"
