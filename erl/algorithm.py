@@ -404,15 +404,14 @@ def _learn_from_templates(first: list[Episode], retries: list[Episode], reflecti
                           step: int, metrics: dict[str, float]) -> list[dict[str, Any]]:
     """Update the controllers with the rewards their templates led to, add template metrics, and return records.
 
-    Every turn of an episode is credited with the episode's reward, and a reflection (or
-    rulebook) with the mean reward of the retries that started with it.
+    An episode's templates are credited with the episode's reward, and a reflection (or
+    rulebook) template with the mean reward of the retries that started with it.
     """
     records: list[dict[str, Any]] = []
     if action_templates is not None:
         episodes = [(FIRST_ATTEMPT, episode) for episode in first] + [(RETRY, retry) for retry in retries]
-        action_templates.controller.update(
-            [template for _, episode in episodes for template in episode.turn_templates],
-            [episode.reward for _, episode in episodes for _ in episode.turn_templates])
+        action_templates.controller.update([episode.turn_templates for _, episode in episodes],
+                                           [episode.reward for _, episode in episodes])
         for kind, episode in episodes:
             records.append({
                 "step": step, "kind": kind, "task_seed": episode.seed, "group": f"{step}:{episode.seed}:{kind}",
@@ -434,7 +433,7 @@ def _learn_from_templates(first: list[Episode], retries: list[Episode], reflecti
             rewards = [float(np.mean([retry.reward for retry in retries]))]
             successes = [float(np.mean([retry.success for retry in retries])) > 0.5]
             seeds = [retries[0].seed]
-        reflection_templates.controller.update(reflections.templates, rewards)
+        reflection_templates.controller.update([[template] for template in reflections.templates], rewards)
         for template, verdicts, reward, success, seed in zip(reflections.templates, reflections.followed, rewards,
                                                              successes, seeds):
             records.append({

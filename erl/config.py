@@ -273,6 +273,16 @@ class TrainConfig:
                 raise ConfigError("template_weights and template_sequence need --templates or "
                                   "--reflection-templates to choose from.")
             return
+        if self.reflection_templates is not None and (self.method != "erl" or self.retry_context != "reflection"):
+            raise ConfigError(f"reflection_templates {self.reflection_templates!r} has no effect without reflections: "
+                              f"it needs --method erl and --retry-context reflection (got method {self.method!r}, "
+                              f"retry_context {self.retry_context!r}). Drop --reflection-templates.")
+        if self.template_weights is not None and self.template_controller != "steered":
+            raise ConfigError(f"template_weights is read only by the steered controller, but template_controller is "
+                              f"{self.template_controller!r}. Pass --template-controller steered or drop the weights.")
+        if self.template_sequence is not None and self.template_controller != "forced":
+            raise ConfigError(f"template_sequence is read only by the forced controller, but template_controller is "
+                              f"{self.template_controller!r}. Pass --template-controller forced or drop the sequence.")
         if self.template_controller == "steered" and self.template_weights is None:
             raise ConfigError("template_controller 'steered' needs --template-weights, the steering.json "
                               "that 'erlgym templates analyze RUN_DIR' writes.")

@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from erlgym.templates import Controller, Template, TemplateLibrary, build_controller, load_library
+from erlgym.templates import Controller, Template, TemplateError, TemplateLibrary, build_controller, load_library
 
 TEMPLATE_RECORDS_FILE = "templates.jsonl"
 """Run-directory file with one line per trajectory that used templates (read by ``erlgym templates analyze``)."""
@@ -86,6 +86,24 @@ def save_libraries(run_dir: Path, actions: TemplatePrefill | None, reflections: 
             shutil.copyfile(source, target)
         else:
             target.write_text(json.dumps(prefill.library.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def check_saved_libraries(run_dir: Path, actions: TemplatePrefill | None, reflections: TemplatePrefill | None) -> None:
+    """Raise RunError when a resumed run's library differs from the copy its records were sampled from."""
+    from erlgym.erl.errors import RunError
+
+    for name, prefill in (("actions", actions), ("reflections", reflections)):
+        copy = run_dir / TEMPLATE_LIBRARY_DIR / f"{name}.json"
+        if prefill is None or not copy.is_file():
+            continue
+        try:
+            saved = load_library(copy).to_dict()
+        except TemplateError as error:
+            raise RunError(f"Cannot read the run's copy of its template library: {error}") from None
+        if saved != prefill.library.to_dict():
+            raise RunError(f"The template library {prefill.library.source} differs from {copy}, the copy this run "
+                           "started with, so its records and controller state would not match. Restore the library "
+                           f"file from that copy, or start a new run.")
 
 
 def save_controller_states(path: Path, actions: TemplatePrefill | None, reflections: TemplatePrefill | None) -> None:

@@ -293,7 +293,7 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
 
     from erlgym.erl.algorithm import StepSettings
     from erlgym.erl.memory import ReflectionMemory
-    from erlgym.erl.prefill import build_prefill, save_libraries
+    from erlgym.erl.prefill import build_prefill, check_saved_libraries, save_libraries
     from erlgym.erl.ppo import PPOSettings
     from erlgym.erl.rollout import GenerationConfig
     from erlgym.erl.trainer import MEMORY_FILE, ERLTrainer, MetricsFileCallback
@@ -357,7 +357,9 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
     prefills = {role: build_prefill(library, controller, loaded.tokenizer, seed=config.seed * 1009 + process_index,
                                     weights=weights, sequence=sequence)
                 for role, (library, controller, weights, sequence) in config.template_controllers().items()}
-    if prefills and process_index == 0:
+    if checkpoint is not None:
+        check_saved_libraries(run_dir, prefills.get("actions"), prefills.get("reflections"))
+    elif prefills and process_index == 0:
         save_libraries(run_dir, prefills.get("actions"), prefills.get("reflections"))
     trainer = ERLTrainer(
         pool=pool, task_seeds=task_seeds,
@@ -382,7 +384,10 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
     )
     if checkpoint is not None:
         trainer.load_value_head(checkpoint)
-        trainer.load_template_controllers(checkpoint)
+        if trainer.load_template_controllers(checkpoint) and process_index > 0:
+            # The checkpoint holds the main process's controllers; the others draw their own templates.
+            for prefill in prefills.values():
+                prefill.controller.reseed([config.seed * 1009 + process_index, int(checkpoint.name.split("-")[-1])])
     # With tqdm disabled, transformers prints every log dict; the CLI prints its own line per step.
     trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

@@ -255,7 +255,10 @@ class ERLTrainer(GRPOTrainer):
         for name, value in self.last_step_metrics.items():
             self._metrics["train"][name].append(value)
         self._write_records(result.records)
-        self._write_records(result.template_records, self.template_records_path)
+        # Every process's templated trajectories go into one file, for the analysis.
+        template_records = (gather_object(result.template_records) if self.accelerator.num_processes > 1
+                            else result.template_records)
+        self._write_records(template_records, self.template_records_path)
 
         # TRL's loss gathers one value per batch row from every process, and all_gather needs
         # equal shapes, so every process pads its batch to the largest sample count.

@@ -87,7 +87,7 @@ def add_templates_command(add_command: Callable[..., argparse.ArgumentParser]) -
     analyze.add_argument("--sequence-turns", type=_integer_at_least(1), default=defaults.sequence_turns,
                          metavar="N", help="Turns per sequence in the table of most frequent template sequences "
                                            f"(default: {defaults.sequence_turns}).")
-    analyze.add_argument("--seed", type=int, default=defaults.seed,
+    analyze.add_argument("--seed", type=_integer_at_least(0), default=defaults.seed,
                          help=f"Seed of the bootstrap and the solver (default: {defaults.seed}).")
 
     add_subcommand("list", help="Print the bundled template libraries with their sizes.",
@@ -234,6 +234,12 @@ def _spread_templates(library: TemplateLibrary, count: int) -> list[Template]:
             break
         template = Template(tuple((dimension.id, dimension.choices[index % len(dimension.choices)].id)
                                   for dimension in library.dimensions))
+        if template not in templates:
+            templates.append(template)
+    # Dimensions of equal size repeat the same combinations, so the rest comes in library order.
+    for template in library.all_templates():
+        if len(templates) == count:
+            break
         if template not in templates:
             templates.append(template)
     return templates

@@ -2,8 +2,8 @@
 
 Every controller answers ``choose(count, position)`` with ``count`` templates for turn
 ``position`` (0 for an episode's first reply, 1 for the next, ...), and receives
-``update(templates, rewards)`` after the episodes ended, one pair per turn played, with
-the reward of the turn's episode.
+``update(episodes, rewards)`` after the episodes ended: for each episode, the templates
+of its turns and its reward.
 
 * :class:`UniformController`: every template equally likely.
 * :class:`BanditController`: one arm per choice of each dimension, UCB1 or Thompson
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +44,27 @@ class Controller:
     def choose(self, count: int, position: int = 0) -> list[Template]:
         raise NotImplementedError
 
-    def update(self, templates: list[Template], rewards: list[float]) -> None:
-        """Learn from the rewards of episodes that used ``templates``; the base class learns nothing."""
+    def update(self, episodes: list[list[Template]], rewards: list[float]) -> None:
+        """Learn from ``rewards[i]``, the reward of an episode whose turns used ``episodes[i]``; the base class learns nothing."""
+        if len(episodes) != len(rewards):
+            raise ValueError(f"got {len(episodes)} episodes and {len(rewards)} rewards")
+
+    def reseed(self, seed: int | list[int]) -> None:
+        """Replace the random generator, keeping every learned statistic."""
+        self.rng = np.random.default_rng(seed)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "rng": self.rng.bit_generator.state}
+        return {"kind": self.kind, "library": self.library.to_dict(), "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or "rng" not in state:
+            raise TemplateError("controller state has no random generator state ('rng'); it is not a saved controller")
         if state.get("kind") != self.kind:
             raise TemplateError(f"controller state is for a {state.get('kind')!r} controller, not {self.kind!r}")
+        if "library" in state and state["library"] != self.library.to_dict():
+            saved = state["library"].get("name") if isinstance(state["library"], dict) else None
+            raise TemplateError(f"controller state was saved for another version of library {saved!r}, not the "
+                                f"library {self.library.name!r} loaded now; restore the library file the run used")
         self.rng.bit_generator.state = state["rng"]
 
 
@@ -121,14 +134,19 @@ class BanditController(Controller):
                 sums[pick] += mean
         return picks
 
-    def update(self, templates: list[Template], rewards: list[float]) -> None:
-        if len(templates) != len(rewards):
-            raise ValueError(f"got {len(templates)} templates and {len(rewards)} rewards")
-        for template, reward in zip(templates, rewards):
+    def update(self, episodes: list[list[Template]], rewards: list[float]) -> None:
+        """Count one pull of every choice an episode used, at any number of its turns, with the episode's reward.
+
+        Counting a choice once per episode keeps long episodes, which are usually failures,
+        from outweighing short ones.
+        """
+        super().update(episodes, rewards)
+        for templates, reward in zip(episodes, rewards):
             value = float(reward)
             if self.kind == "thompson":
                 value = min(max(value, 0.0), 1.0)
-            for dimension_id, choice_id in template.choices:
+            used = {pair for template in templates for pair in template.choices}
+            for dimension_id, choice_id in sorted(used):
                 index = self._index(dimension_id, choice_id)
                 self.pulls[dimension_id][index] += 1
                 self.reward_sums[dimension_id][index] += value
@@ -155,6 +173,8 @@ class BanditController(Controller):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
+        if not isinstance(state.get("pulls"), dict) or not isinstance(state.get("reward_sums"), dict):
+            raise TemplateError("bandit controller state has no 'pulls' and 'reward_sums' counts")
         for dimension in self.library.dimensions:
             pulls = state["pulls"].get(dimension.id)
             sums = state["reward_sums"].get(dimension.id)
@@ -188,7 +208,8 @@ class SteeredController(Controller):
         if unknown:
             raise TemplateError(f"steering weights name features that are not choices of library {library.name!r}: "
                                 f"{unknown[:5]}; fit the weights on a run that used this library")
-        if max_position is not None and (not isinstance(max_position, int) or max_position < 0):
+        if max_position is not None and (isinstance(max_position, bool) or not isinstance(max_position, int)
+                                         or max_position < 0):
             raise TemplateError(f"steering max_position must be an integer >= 0, got {max_position!r}")
         self.weights = dict(weights)
         self.temperature = temperature
@@ -206,15 +227,23 @@ class SteeredController(Controller):
         except FileNotFoundError:
             raise TemplateError(f"steering weights file {str(path)!r} not found; write one with "
                                 "'erlgym templates analyze RUN_DIR'") from None
+        except OSError as error:
+            raise TemplateError(f"cannot read steering weights file {str(path)!r}: {error.strerror}; pass the "
+                                "steering.json file that 'erlgym templates analyze RUN_DIR' writes") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise TemplateError(f"steering weights file {str(path)!r} is not valid JSON: {error}") from None
+            raise TemplateError(f"steering weights file {str(path)!r} is not valid JSON: {error}; write it again with "
+                                "'erlgym templates analyze RUN_DIR'") from None
         if not isinstance(data, dict) or not isinstance(data.get("weights"), dict):
             raise TemplateError(f"steering weights file {str(path)!r} has no 'weights' object")
         if data.get("library") not in (None, library.name):
             raise TemplateError(f"steering weights file {str(path)!r} was fitted for library {data['library']!r}, "
                                 f"not {library.name!r}")
-        return cls(library, data["weights"], seed=seed,
-                   temperature=temperature if temperature is not None else float(data.get("temperature", 0.5)),
+        if temperature is None:
+            temperature = data.get("temperature", 0.5)
+            if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+                raise TemplateError(f"steering weights file {str(path)!r}: 'temperature' must be a number > 0, "
+                                    f"got {temperature!r}")
+        return cls(library, data["weights"], seed=seed, temperature=float(temperature),
                    max_position=data.get("max_position"))
 
     def scores(self, position: int = 0) -> np.ndarray:
@@ -238,7 +267,9 @@ class SteeredController(Controller):
 def _names_library_choices(feature: str, library: TemplateLibrary) -> bool:
     """Return whether every ``dimension=choice`` part of a feature name is a choice of ``library``."""
     for part in feature.replace(">", "*").split("*"):
-        _, _, pair = part.rpartition(":")
+        position, colon, pair = part.rpartition(":")
+        if colon and not re.fullmatch(r"t\d+", position):
+            return False
         dimension_id, separator, choice_id = pair.partition("=")
         if not separator:
             return False
@@ -254,8 +285,11 @@ class ForcedController(Controller):
 
     kind = "forced"
 
-    def __init__(self, library: TemplateLibrary, sequence: list[str], seed: int = 0):
+    def __init__(self, library: TemplateLibrary, sequence: list[str] | str, seed: int = 0):
         super().__init__(library, seed)
+        if isinstance(sequence, str):
+            # A template id contains commas, so templates of a sequence string are separated by ";".
+            sequence = [part.strip() for part in sequence.split(";") if part.strip()]
         if not sequence:
             raise TemplateError("a forced controller needs at least one template, for example "
                                 f"{library.all_templates()[0].key!r}")
@@ -266,7 +300,7 @@ class ForcedController(Controller):
 
 
 def build_controller(kind: str, library: TemplateLibrary, seed: int = 0, weights_path: str | Path | None = None,
-                     sequence: list[str] | None = None, temperature: float | None = None) -> Controller:
+                     sequence: list[str] | str | None = None, temperature: float | None = None) -> Controller:
     """Build the controller named ``kind`` (one of :data:`CONTROLLERS`) for ``library``."""
     if kind == "uniform":
         return UniformController(library, seed)
@@ -278,5 +312,5 @@ def build_controller(kind: str, library: TemplateLibrary, seed: int = 0, weights
                                 "'erlgym templates analyze RUN_DIR' and pass its steering.json")
         return SteeredController.from_file(library, weights_path, seed, temperature)
     if kind == "forced":
-        return ForcedController(library, list(sequence or []), seed)
+        return ForcedController(library, sequence or [], seed)
     raise TemplateError(f"unknown template controller {kind!r}; valid controllers: {', '.join(CONTROLLERS)}")

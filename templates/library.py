@@ -60,10 +60,22 @@ class Choice:
     check: str | None = None
 
     def followed_by(self, text: str) -> bool | None:
-        """Return whether ``text`` matches the choice's check, or None when the choice has none."""
+        """Return whether ``text`` matches the choice's check, or None when the choice has none.
+
+        Lines that name an action (``Action: ...`` or ``<action>...</action>``) are removed
+        first, so a check reads the reasoning, not the action that every turn names.
+        """
         if not self.check:
             return None
-        return re.search(self.check, text, re.IGNORECASE) is not None
+        return re.search(self.check, reasoning_text(text), re.IGNORECASE) is not None
+
+
+_ACTION_LINE = re.compile(r"^.*(?:(?<![a-z0-9])action[\s*_`~]*[:=]|<action>).*$", re.IGNORECASE | re.MULTILINE)
+
+
+def reasoning_text(text: str) -> str:
+    """Return ``text`` without its lines that name an action, the part a choice's check reads."""
+    return _ACTION_LINE.sub("", text)
 
 
 @dataclass(frozen=True)
@@ -267,6 +279,14 @@ def _parse_choice(raw: Any, where: str) -> Choice:
         fields[key] = value
     if not fields["definition"].strip():
         raise TemplateError(f"{where} ({choice_id}): 'definition' must say in words what the choice does")
+    for key in ("guidance", "prefix"):
+        if _ACTION_LINE.search(fields[key]):
+            # The environments parse the whole turn for the action, so a prefilled action would be taken
+            # as the model's move.
+            raise TemplateError(f"{where} ({choice_id}): '{key}' {fields[key]!r} names an action "
+                                "('Action:' or an <action> tag); remove it, so that only the model names the action")
+    if fields["prefix"] and not fields["prefix"].strip():
+        raise TemplateError(f"{where} ({choice_id}): 'prefix' contains only whitespace; remove it or write text")
     if fields["prefix"] != fields["prefix"].rstrip():
         # A trailing space becomes its own token, which models rarely generate before a word.
         raise TemplateError(f"{where} ({choice_id}): 'prefix' {fields['prefix']!r} ends with whitespace; "
@@ -284,7 +304,7 @@ def _parse_choice(raw: Any, where: str) -> Choice:
 
 
 def _parse_id(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise TemplateError(f"{where}: invalid id {value!r}; use lowercase letters, digits, '-' and '_', "
                             "starting with a letter or digit")
     return value
@@ -310,17 +330,22 @@ def load_library(name_or_path: str | Path) -> TemplateLibrary:
         TemplateError: If the file is missing, is not valid JSON, or breaks the format.
     """
     path = Path(name_or_path)
-    if not path.suffix and not path.exists():
+    if not path.suffix and not path.is_file():
         bundled = BUNDLED_DIR / f"{path.name}.json"
-        if not bundled.is_file():
+        if bundled.is_file() and len(path.parts) == 1:
+            path = bundled
+        elif not path.is_dir():
             raise TemplateError(f"template library {str(name_or_path)!r} not found: it is neither a file nor a "
                                 f"bundled library ({', '.join(bundled_libraries())})")
-        path = bundled
+    if path.is_dir():
+        raise TemplateError(f"template library {str(path)!r} is a directory; give a JSON file or one of the "
+                            f"bundled libraries: {', '.join(bundled_libraries())}")
     if not path.is_file():
         raise TemplateError(f"template library file {str(path)!r} not found; give a JSON file or one of the "
                             f"bundled libraries: {', '.join(bundled_libraries())}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TemplateError(f"template library file {str(path)!r} is not valid UTF-8 JSON: {error}") from None
+        raise TemplateError(f"template library file {str(path)!r} is not valid UTF-8 JSON: {error}; fix the file "
+                            "there, or check it with 'erlgym templates check FILE'") from None
     return TemplateLibrary.from_dict(data, source=str(path))

@@ -67,6 +67,9 @@ def load_records(run_dir: str | Path) -> list[TemplateRecord]:
             record. The message names the path, the line number and the fix.
     """
     path = Path(run_dir) / RECORDS_FILE
+    if Path(run_dir).is_file():
+        raise TemplateAnalysisError(f"{str(run_dir)!r} is a file; pass the run directory that contains "
+                                    f"{RECORDS_FILE}, the folder that 'erlgym train' wrote")
     if not Path(run_dir).is_dir():
         raise TemplateAnalysisError(f"run directory {str(run_dir)!r} not found; pass the folder that "
                                     "'erlgym train' wrote")

@@ -77,12 +77,26 @@ def render_report(analysis: RunAnalysis, out_dir: str | Path = ".") -> str:
              f"{options.max_position} as turn {options.max_position}. LASSO features seen in fewer than "
              f"{options.min_count} trajectories are dropped, and the penalty rule is {options.penalty_rule}. "
              f"{intervals}", ""]
+    run_options = _run_options(analysis.run_dir)
     for section, result in analysis.sections.items():
-        lines += _render_section(result, Path(out_dir) / STEERING_FILES[section], options.sequence_turns)
+        lines += _render_section(result, Path(out_dir) / STEERING_FILES[section], options.sequence_turns, run_options)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _render_section(result: SectionAnalysis, steering_path: Path, sequence_turns: int) -> list[str]:
+def _run_options(run_dir: str) -> str:
+    """Return the ``--env`` and ``--method`` options of the analysed run, from its config.json, or "" without one."""
+    try:
+        config = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(config, dict):
+        return ""
+    parts = [f"--{name} {config[name]}" for name in ("env", "method") if isinstance(config.get(name), str)]
+    return " ".join(parts) + " " if parts else ""
+
+
+def _render_section(result: SectionAnalysis, steering_path: Path, sequence_turns: int,
+                    run_options: str = "") -> list[str]:
     lines = [f"## {SECTION_TITLES[result.section]} ({', '.join(result.kinds)})", "",
              f"Library `{result.library}` from {result.library_source}. {result.trajectories} trajectories in "
              f"{result.groups} task groups; success rate {result.success_rate:.2f}, mean reward "
@@ -97,11 +111,11 @@ def _render_section(result: SectionAnalysis, steering_path: Path, sequence_turns
     origin = {"lasso": "the LASSO's nonzero coefficients", "presence": "the presence model's effects",
               "none": "no fitted model, so every weight is 0"}[steering["source"]]
     if result.section == "actions":
-        command = (f"`erlgym train --templates {result.library_source} --template-controller steered "
+        command = (f"`erlgym train {run_options}--templates {result.library_source} --template-controller steered "
                    f"--template-weights {steering_path}`.")
     else:
         # With both libraries set, a steered controller steers the action templates.
-        command = (f"`erlgym train --reflection-templates {result.library_source} --template-controller steered "
+        command = (f"`erlgym train {run_options}--reflection-templates {result.library_source} --template-controller steered "
                    f"--template-weights {steering_path}`, without --templates.")
     lines += ["### Steering weights", "",
               f"{steering_path.name}: {len(steering['weights'])} weights from {origin}, temperature "

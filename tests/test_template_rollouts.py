@@ -157,10 +157,11 @@ def test_step_records_every_trajectory(templated_step):
 
 def test_step_updates_bandit_counts(templated_step):
     result, actions, _ = templated_step
-    turns = sum(len(record["templates"]) for record in result.template_records if record["kind"] != REFLECTION)
-    assert actions.controller.pulls["strategy"].sum() == turns
-    rewarded = sum(record["reward"] * len(record["templates"]) for record in result.template_records
-                   if record["kind"] != REFLECTION)
+    episodes = [record for record in result.template_records if record["kind"] != REFLECTION]
+    # Each episode counts one pull for every distinct strategy its turns used.
+    used = [{key.split(",")[0] for key in record["templates"]} for record in episodes]
+    assert actions.controller.pulls["strategy"].sum() == sum(len(choices) for choices in used)
+    rewarded = sum(record["reward"] * len(choices) for record, choices in zip(episodes, used))
     assert actions.controller.reward_sums["strategy"].sum() == pytest.approx(rewarded)
 
 
@@ -236,6 +237,19 @@ def test_config_rejects_template_mistakes(action_model_dir, tmp_path):
         tiny_train_config(action_model_dir, template_sequence="x").validate()
 
 
+def test_config_rejects_unused_template_options(action_model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="no effect without reflections"):
+        tiny_train_config(action_model_dir, method="grpo", reflection_templates="reflection").validate()
+    with pytest.raises(ConfigError, match="no effect without reflections"):
+        tiny_train_config(action_model_dir, retry_context="attempt", reflection_templates="reflection").validate()
+    with pytest.raises(ConfigError, match="read only by the steered controller"):
+        tiny_train_config(action_model_dir, templates="auto", template_controller="ucb",
+                          template_weights=str(tmp_path / "steering.json")).validate()
+    with pytest.raises(ConfigError, match="read only by the forced controller"):
+        tiny_train_config(action_model_dir, templates="auto",
+                          template_sequence="strategy=close-gap,opening=free").validate()
+
+
 def test_forced_sequence_applies_to_actions_only(action_model_dir):
     config = tiny_train_config(action_model_dir, templates="frozenlake", reflection_templates="reflection",
                                template_controller="forced",
@@ -253,6 +267,12 @@ def templated_run(action_model_dir, tmp_path_factory):
     return train(config)
 
 
+def strategy_pulls(records: list[dict]) -> int:
+    """Return the bandit pulls of the strategy dimension the action records imply: distinct strategies per episode."""
+    return sum(len({key.split(",")[0] for key in record["templates"]})
+               for record in records if record["library"] == "frozenlake")
+
+
 def read_lines(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -265,8 +285,7 @@ def test_run_writes_template_files(templated_run):
     assert load_library(templated_run / "templates" / "reflections.json").name == "reflection"
     state = json.loads((templated_run / "checkpoints" / "checkpoint-2" / CONTROLLER_STATE_FILE).read_text())
     assert state["actions"]["kind"] == "thompson"
-    turns = sum(len(record["templates"]) for record in records if record["library"] == "frozenlake")
-    assert sum(state["actions"]["pulls"]["strategy"]) == turns
+    assert sum(state["actions"]["pulls"]["strategy"]) == strategy_pulls(records)
 
 
 def test_resume_restores_controllers(templated_run, tmp_path):
@@ -282,8 +301,7 @@ def test_resume_restores_controllers(templated_run, tmp_path):
         [r for r in read_lines(templated_run / TEMPLATE_RECORDS_FILE) if r["step"] == 1])
     # The resumed controller counts every turn of steps 1 to 3: restored counts plus new ones.
     state = json.loads((run_dir / "checkpoints" / "checkpoint-3" / CONTROLLER_STATE_FILE).read_text())
-    turns = sum(len(record["templates"]) for record in records if record["library"] == "frozenlake")
-    assert sum(state["actions"]["pulls"]["strategy"]) == turns
+    assert sum(state["actions"]["pulls"]["strategy"]) == strategy_pulls(records)
 
 
 def test_resume_rejects_corrupt_controller_file(templated_run, tmp_path):
@@ -309,3 +327,19 @@ def test_analyze_reads_a_real_run(templated_run, tmp_path):
     SteeredController.from_file(load_library("frozenlake"), out / "steering.json")
     assert json.dumps(analysis)  # every number is plain JSON
     assert len(records) > 0
+
+
+def test_resume_rejects_changed_library(action_model_dir, tmp_path):
+    library_file = tmp_path / "mine.json"
+    library_file.write_text(json.dumps(LIBRARY.to_dict()))
+    run_dir = tmp_path / "run"
+    train(tiny_train_config(action_model_dir, output_dir=str(run_dir), method="grpo", steps=1,
+                            templates=str(library_file)))
+    assert load_library(run_dir / "templates" / "actions.json").to_dict() == LIBRARY.to_dict()
+
+    changed = LIBRARY.to_dict()
+    changed["dimensions"][0]["choices"][0]["guidance"] = "I go right"
+    library_file.write_text(json.dumps(changed))
+    saved = json.loads((run_dir / "config.json").read_text())
+    with pytest.raises(RunError, match="differs from .*actions.json, the copy this run started with"):
+        train(TrainConfig.from_dict({**saved, "steps": 2}), resume=True)

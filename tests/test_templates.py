@@ -144,6 +144,45 @@ def test_too_many_templates_rejected():
         TemplateLibrary.from_dict({"name": "big", "dimensions": dimensions})
 
 
+@pytest.mark.parametrize("field, text", [("guidance", "I go.\nAction: right"), ("prefix", "<action>up</action>"),
+                                         ("guidance", "action = left")])
+def test_prefill_naming_an_action_rejected(field, text):
+    with pytest.raises(TemplateError, match="names an action"):
+        TemplateLibrary.from_dict(with_choice(0, {"id": "new", "definition": "d", field: text}))
+
+
+def test_id_with_trailing_newline_rejected():
+    with pytest.raises(TemplateError, match="invalid id"):
+        TemplateLibrary.from_dict(with_choice(0, {"id": "new\n", "definition": "d"}))
+
+
+def test_check_ignores_action_lines(toy):
+    template = toy.parse("strategy=good,opening=free")
+    assert toy.followed(template, "anything\nAction: good") == {"strategy": False}
+    assert toy.followed(template, "a good plan\nAction: up") == {"strategy": True}
+
+
+def test_bundled_checks_need_reasoning_words():
+    frozenlake = load_library("frozenlake")
+    template = frozenlake.parse("strategy=follow-edge,opening=locate-goal")
+    assert frozenlake.followed(template, " at the top.\nAction: Right") == {"strategy": False, "opening": False}
+    assert frozenlake.followed(template, "I consider going down.") == {"strategy": False, "opening": False}
+    assert frozenlake.followed(template, " 2 rows down, along the edge\nAction: down") == {"strategy": True,
+                                                                                         "opening": True}
+    searchqa = load_library("searchqa")
+    verify = searchqa.parse("strategy=verify-answer,opening=free")
+    assert searchqa.followed(verify, "\nAction: search[Paris]") == {"strategy": False}
+
+
+def test_load_library_directory_and_bundled_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "frozenlake").mkdir()
+    assert load_library("frozenlake").name == "frozenlake"  # the bundled library, not the folder
+    (tmp_path / "lib.json").mkdir()
+    with pytest.raises(TemplateError, match="is a directory"):
+        load_library("lib.json")
+
+
 def test_load_library_errors(tmp_path):
     with pytest.raises(TemplateError, match="not found.*frozenlake"):
         load_library("no-such-library")
@@ -198,7 +237,7 @@ def run_bandit(controller, success_of, rounds=60, batch=8, seed=0):
     rng = np.random.default_rng(seed)
     for _ in range(rounds):
         templates = controller.choose(batch)
-        controller.update(templates, [float(rng.random() < success_of(t)) for t in templates])
+        controller.update([[t] for t in templates], [float(rng.random() < success_of(t)) for t in templates])
 
 
 @pytest.mark.parametrize("method", ["ucb", "thompson"])
@@ -209,6 +248,26 @@ def test_bandit_prefers_the_rewarded_choice(toy, method):
     assert means["strategy=good"] > means["strategy=bad"]
     pulls = dict(zip([c.id for c in toy.dimension("strategy").choices], controller.pulls["strategy"]))
     assert pulls["good"] > pulls["bad"] + pulls["odd"]
+
+
+def test_bandit_counts_a_choice_once_per_episode(toy):
+    controller = BanditController(toy, method="ucb")
+    good, bad = toy.parse("strategy=good,opening=free"), toy.parse("strategy=bad,opening=free")
+    controller.update([[good, good], [good] * 8, [bad]], [1.0, 0.0, 1.0])
+    assert controller.means()["strategy=good"] == pytest.approx(0.5)
+    assert controller.means()["opening=free"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="2 episodes and 1 rewards"):
+        controller.update([[good], [bad]], [1.0])
+
+
+def test_state_for_other_library_rejected(toy):
+    other = TemplateLibrary.from_dict(library_data(name="other"))
+    with pytest.raises(TemplateError, match="another version of library 'toy'"):
+        BanditController(other, method="ucb").load_state_dict(BanditController(toy, method="ucb").state_dict())
+    with pytest.raises(TemplateError, match="no 'pulls'"):
+        state = BanditController(toy, method="ucb").state_dict()
+        del state["pulls"]
+        BanditController(toy, method="ucb").load_state_dict(state)
 
 
 def test_ucb_spreads_a_batch_over_untried_choices(toy):
@@ -279,6 +338,25 @@ def test_steered_rejects_unknown_features(toy):
     with pytest.raises(TemplateError, match="not choices"):
         SteeredController(toy, {"t0:strategy=good*t0:tone=calm": 1.0})
     assert SteeredController(toy, {"t0:strategy=good>t1:strategy=bad": 1.0}).weights
+
+
+def test_steered_file_rejects_bad_values(toy, tmp_path):
+    path = tmp_path / "steering.json"
+    for data, message in [({"weights": {}, "temperature": "hot"}, "'temperature' must be a number"),
+                          ({"weights": {}, "temperature": None}, "'temperature' must be a number"),
+                          ({"weights": {}, "max_position": True}, "max_position must be an integer"),
+                          ({"weights": {"x:strategy=good": 1.0}}, "not choices")]:
+        path.write_text(json.dumps(data))
+        with pytest.raises(TemplateError, match=message):
+            SteeredController.from_file(toy, path)
+    with pytest.raises(TemplateError, match="cannot read steering weights file"):
+        SteeredController.from_file(toy, tmp_path)
+
+
+def test_forced_sequence_from_string(toy):
+    controller = build_controller("forced", toy, sequence="strategy=good,opening=lead; strategy=bad,opening=free")
+    assert [controller.choose(1, position)[0].key for position in (0, 1)] == ["strategy=good,opening=lead",
+                                                                              "strategy=bad,opening=free"]
 
 
 def test_forced_sequence_repeats_last(toy):
