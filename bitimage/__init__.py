@@ -6,6 +6,9 @@ latent channels are binarized with ``sign`` (lookup-free quantization), and a ca
 transformer that predicts those binary tokens with a binary diffusion head.
 
 Modules: ``scenes`` (prompts and images), ``quantizer`` (sign quantization and its
-entropy loss), ``tokenizer`` (the autoencoder, training, saving) and ``metrics`` (PSNR
-and code usage).
+entropy loss), ``tokenizer`` (the autoencoder, training, saving), ``metrics`` (PSNR
+and code usage), ``ordering`` (next-patch order and block-causal masks), ``heads`` (the
+binary diffusion head and the per-bit baseline), ``generator`` (the transformer),
+``checkpoint`` (the model folder), ``pipeline`` (two-stage training) and ``cli``
+(``erlgym image train`` and ``erlgym image sample``).
 """

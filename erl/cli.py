@@ -1,4 +1,4 @@
-"""The ``erlgym`` command line: ``train``, ``eval``, ``bench``, ``play``, ``tasks`` and ``templates``.
+"""The ``erlgym`` command line: ``train``, ``eval``, ``bench``, ``play``, ``tasks``, ``templates`` and ``image``.
 
 ``train`` options are generated from :class:`~erlgym.erl.config.TrainConfig`, so
 every option has the field's help text and default. Errors in user input (an unknown
@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from erlgym.bitimage.cli import ImageCommandError, add_image_command, run_image
 from erlgym.erl.config import DEFAULT_ENV_KWARGS, DTYPES, EVAL_SEED_OFFSET, ConfigError, TrainConfig
 from erlgym.erl.errors import ChatTemplateError, ModelLoadError, RunError
 from erlgym.eval.bench import VARIANTS
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_tasks_command(add_command)
     add_templates_command(add_command)
+    add_image_command(add_command)
     return parser
 
 
@@ -360,11 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose and args.command in ("train", "eval", "bench"):
         _quiet_model_libraries()
     handlers = {"train": run_train, "eval": run_eval, "bench": run_bench, "play": run_play, "tasks": run_tasks,
-                "templates": run_templates}
+                "templates": run_templates, "image": run_image}
     try:
         return handlers[args.command](args)
     except (UsageError, ConfigError, RunError, ModelLoadError, ChatTemplateError, RunDataError,
-            TaskCommandError, GraphError, TaskSetError, SynthesisError, TemplateError) as error:
+            TaskCommandError, GraphError, TaskSetError, SynthesisError, TemplateError, ImageCommandError) as error:
         console.print("[bold red]error:[/bold red]", escape(str(error)))
         return EXIT_USAGE
     except KeyboardInterrupt as error:
