@@ -27,17 +27,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-# NOTE: pipeline imports torch, so every erlgym command imports torch at start-up. On a
-# loaded 2-core VM, importing erlgym.erl.cli took 3.5 s with this import and 1 s without.
-# Moving ImageTrainConfig into a module without torch would remove that cost.
-from erlgym.bitimage.pipeline import (
-    ImageTrainConfig,
-    ImageTrainError,
-    TrainProgress,
-    default_output_folder,
-    read_training_config,
-    train_image_model,
-)
+# The parser is built at every erlgym start, so this module imports only the torch-free
+# settings; the training and sampling modules load when an image command runs.
+from erlgym.bitimage.config import ImageTrainConfig, ImageTrainError
 
 # soft_wrap: rich never breaks long lines (paths, commands), so they stay copyable when
 # the output is piped or captured.
@@ -167,11 +159,15 @@ def resolve_train_config(args: argparse.Namespace) -> ImageTrainConfig:
         return ImageTrainConfig.from_dict(options).validate()
     if "out" not in options:
         raise ImageCommandError("--resume needs --out DIR naming the run to continue")
+    from erlgym.bitimage.pipeline import read_training_config
+
     saved = read_training_config(options["out"]).to_dict()
     return ImageTrainConfig.from_dict({**saved, **options}).validate()
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from erlgym.bitimage.pipeline import TrainProgress, default_output_folder, train_image_model
+
     config = resolve_train_config(args)
     out = Path(config.out) if config.out else default_output_folder()
     verb = "resuming" if args.resume else "training"

@@ -49,7 +49,16 @@ from erlgym.bitimage.checkpoint import (
     save_model,
     write_text_atomic,
 )
-from erlgym.bitimage.generator import HEADS, BitGenerator, GeneratorConfig
+from erlgym.bitimage.config import (  # noqa: F401  (re-exported: the training settings live in a torch-free module)
+    GENERATOR_DERIVED_FIELDS,
+    GENERATOR_OWN_FIELDS,
+    MAX_SEED,
+    MIN_LEARNING_RATE_FRACTION,
+    RESUMABLE_FIELDS,
+    ImageTrainConfig,
+    ImageTrainError,
+)
+from erlgym.bitimage.generator import BitGenerator, GeneratorConfig
 from erlgym.bitimage.metrics import bit_usage, psnr
 from erlgym.bitimage.scenes import scene_batch
 from erlgym.bitimage.tokenizer import BinaryTokenizer, TokenizerConfig
@@ -61,13 +70,9 @@ TRAINING_CONFIG_FILE = "config.json"
 STAGES = ("tokenizer", "generator")
 STATE_FILES = {stage: f"{stage}.pt" for stage in STAGES}
 
-MIN_LEARNING_RATE_FRACTION = 0.1
-"""Generator learning rate at the last step, as a fraction of the peak rate."""
-
 LOSS_WINDOW = 50
 """Steps whose mean loss is stored as a stage's final loss."""
 
-MAX_SEED = 2**32 - 1
 
 # Random streams. numpy's SeedSequence pads entropy shorter than four 32-bit words with
 # zeros, so (s, 2) and (s, 2, 0) give the same stream. Every tuple below therefore
@@ -80,166 +85,6 @@ HELD_OUT_STREAM = 2
 """The held-out evaluation scenes are scene_batch(seed=(seed, 0, 2))."""
 GENERATOR_TORCH_STREAM = 3
 """Generator step i seeds torch's global generator from (seed, i, 3) for condition dropout and diffusion noise."""
-
-GENERATOR_DERIVED_FIELDS = ("bits", "grid", "condition_sizes")
-"""GeneratorConfig fields set from the tokenizer and the scenes, never by overrides."""
-GENERATOR_OWN_FIELDS = ("tokens_per_step", "head")
-"""GeneratorConfig fields that ImageTrainConfig sets with fields of the same name."""
-
-
-class ImageTrainError(ValueError):
-    """Invalid training settings, an output folder that cannot be used, or an unreadable training state.
-
-    The message names the value or path and what to do next.
-    """
-
-
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
-
-
-@dataclass
-class ImageTrainConfig:
-    """Settings of ``train_image_model``.
-
-    Groups: stage lengths and batch (``tokenizer_steps``, ``generator_steps``,
-    ``batch_size``), optimization (learning rates, warmup, clipping), the models
-    (``tokens_per_step``, ``head`` and the override dicts), evaluation
-    (``eval_images``), and the run (``seed``, ``save_every``, ``out``, ``device``).
-
-    The tokenizer defaults are the measured ones: 2,000 steps at batch 32 and learning
-    rate 2e-3 reached 32.65 dB PSNR on 512 held-out scenes. The generator defaults are
-    not tuned yet.
-    """
-
-    # Stages
-    tokenizer_steps: int = field(default=2000, metadata=_help("Training steps of the tokenizer (stage 1)."))
-    generator_steps: int = field(
-        default=3000, metadata=_help("Training steps of the generator on frozen tokenizer codes (stage 2)."))
-    batch_size: int = field(default=32, metadata=_help("Scenes per training step, in both stages."))
-
-    # Optimization
-    tokenizer_learning_rate: float = field(
-        default=2e-3, metadata=_help("AdamW learning rate of the tokenizer, constant over the stage."))
-    generator_learning_rate: float = field(
-        default=1e-3, metadata=_help("Peak AdamW learning rate of the generator, reached after the warmup and "
-                                     f"decayed on a cosine to {MIN_LEARNING_RATE_FRACTION:g} of it."))
-    generator_warmup_steps: int = field(
-        default=100, metadata=_help("Steps of linear learning-rate warmup at the start of the generator stage."))
-    max_grad_norm: float = field(
-        default=1.0, metadata=_help("Maximum L2 norm of the generator's gradient; larger gradients are scaled down."))
-
-    # Models
-    tokens_per_step: int = field(
-        default=1, metadata=_help("Tokens the generator predicts per decoding step (k): a perfect square whose root "
-                                  "divides the latent grid side. 1 is raster-order next-token prediction; 4 and 16 "
-                                  "sample faster."))
-    head: str = field(default="diffusion", metadata=_help("Output head of the generator.", choices=HEADS))
-    tokenizer_overrides: dict[str, Any] = field(
-        default_factory=dict,
-        metadata=_help("TokenizerConfig fields to change, as JSON, e.g. '{\"hidden\": [16, 32], \"bits\": 8}'."))
-    generator_overrides: dict[str, Any] = field(
-        default_factory=dict,
-        metadata=_help("GeneratorConfig fields to change, as JSON, e.g. '{\"width\": 64, \"depth\": 2}'. bits, grid "
-                       "and condition_sizes follow the tokenizer and the scenes."))
-
-    # Evaluation
-    eval_images: int = field(
-        default=512, metadata=_help("Held-out scenes on which the tokenizer's PSNR and bit usage are measured."))
-
-    # Run
-    seed: int = field(
-        default=0, metadata=_help("Seed of the weights, the training scenes and the noise, from 0 to 2**32 - 1."))
-    save_every: int = field(
-        default=200, metadata=_help("Steps between saved training states; a resumed run repeats at most this many."))
-    out: str | None = field(
-        default=None, metadata=_help("Output folder, which becomes the model folder (default: runs/bitimage-<time>)."))
-    device: str = field(default="cpu", metadata=_help("Torch device to train on, e.g. cpu or cuda."))
-
-    def validate(self) -> ImageTrainConfig:
-        """Raise ImageTrainError naming the first invalid field, build both model configs, and return self."""
-        for name in ("tokenizer_steps", "generator_steps", "generator_warmup_steps"):
-            if getattr(self, name) < 0:
-                raise ImageTrainError(f"invalid {name} {getattr(self, name)}: expected 0 or more")
-        for name in ("batch_size", "eval_images", "save_every"):
-            if getattr(self, name) < 1:
-                raise ImageTrainError(f"invalid {name} {getattr(self, name)}: expected 1 or more")
-        for name in ("tokenizer_learning_rate", "generator_learning_rate", "max_grad_norm"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value <= 0:
-                raise ImageTrainError(f"invalid {name} {value}: expected a positive number")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ImageTrainError(f"invalid seed {self.seed}: expected 0 to {MAX_SEED}")
-        if self.head not in HEADS:
-            raise ImageTrainError(f"invalid head {self.head!r}: expected one of {', '.join(HEADS)}")
-        try:
-            torch.device(self.device)
-        except RuntimeError as error:
-            raise ImageTrainError(f"invalid device {self.device!r}: {error}") from error
-        self.generator_config(self.tokenizer_config())
-        return self
-
-    def tokenizer_config(self) -> TokenizerConfig:
-        """Return the default TokenizerConfig with ``tokenizer_overrides`` applied."""
-        values = {**TokenizerConfig().to_dict(), **_as_dict(self.tokenizer_overrides, "tokenizer_overrides")}
-        try:
-            config = TokenizerConfig.from_dict(values)
-        except (TypeError, ValueError) as error:
-            raise ImageTrainError(f"invalid tokenizer_overrides {self.tokenizer_overrides}: {error}") from error
-        if config.channels != 3:
-            raise ImageTrainError(f"invalid tokenizer_overrides: channels {config.channels}, but scene images have "
-                                  f"3 channels")
-        return config
-
-    def generator_config(self, tokenizer_config: TokenizerConfig) -> GeneratorConfig:
-        """Return the GeneratorConfig for tokens of ``tokenizer_config``, with ``generator_overrides`` applied."""
-        overrides = _as_dict(self.generator_overrides, "generator_overrides")
-        reserved = sorted(set(overrides) & set(GENERATOR_DERIVED_FIELDS + GENERATOR_OWN_FIELDS))
-        if reserved:
-            raise ImageTrainError(
-                f"invalid generator_overrides: {reserved} cannot be overridden. bits and grid follow the tokenizer, "
-                f"condition_sizes the scene vocabularies, and tokens_per_step and head have their own options")
-        side = tokenizer_config.latent_size
-        values = {
-            "bits": tokenizer_config.bits,
-            "grid": (side, side),
-            "condition_sizes": SCENE_CONDITION_SIZES,
-            "tokens_per_step": self.tokens_per_step,
-            "head": self.head,
-            **overrides,
-        }
-        known = {spec.name for spec in dataclasses.fields(GeneratorConfig)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ImageTrainError(f"invalid generator_overrides: unknown fields {unknown}. "
-                                  f"Expected fields are {sorted(known - set(GENERATOR_DERIVED_FIELDS))}")
-        try:
-            return GeneratorConfig(**values)
-        except (TypeError, ValueError) as error:
-            raise ImageTrainError(f"invalid generator settings: {error}") from error
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ImageTrainConfig:
-        """Build a config from ``to_dict`` output, rejecting unknown fields."""
-        known = {spec.name for spec in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ImageTrainError(f"unknown training settings {unknown}. Expected fields are {sorted(known)}")
-        return cls(**values)
-
-
-RESUMABLE_FIELDS = ("save_every", "out", "device")
-"""ImageTrainConfig fields that may change when a run is resumed, because the weights do not depend on them."""
-
-
-def _as_dict(value: Any, name: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ImageTrainError(f"invalid {name} {value!r}: expected a JSON object of field names and values")
-    return value
-
 
 @dataclass
 class TrainProgress:

@@ -497,7 +497,7 @@ def test_cli_train_interrupted_prints_resume_command(monkeypatch, tmp_path):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("erlgym.bitimage.cli.train_image_model", interrupt)
+    monkeypatch.setattr("erlgym.bitimage.pipeline.train_image_model", interrupt)
     out = tmp_path / "run"
 
     status, _, stderr = run_main(["image", "train", "--out", str(out)])
@@ -516,3 +516,20 @@ def test_cli_train_help_lists_config_fields(capsys):
     assert "Training steps of the tokenizer (stage 1). (default: 2000)" in out
     assert "--generator-overrides" in out
     assert "--resume" in out
+
+
+def test_config_module_heads_match_generator():
+    from erlgym.bitimage import config, generator
+
+    assert config.HEADS == generator.HEADS
+
+
+def test_cli_starts_without_torch():
+    # Every erlgym command builds the image parser, so building it must not import torch.
+    import subprocess
+    import sys
+
+    code = ("import sys; import erlgym.erl.cli as cli; cli.build_parser(); "
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
