@@ -555,7 +555,8 @@ def test_train_interrupt_names_run_dir(action_model_dir, tmp_path):
             assert process.poll() is None, process.stdout.read()
             time.sleep(0.2)
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=60)
+        # Generous: on a loaded machine the step in progress finishes before the interrupt is handled.
+        output, _ = process.communicate(timeout=300)
     finally:
         process.kill()
 
