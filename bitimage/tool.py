@@ -1,0 +1,103 @@
+"""The image tool an agent calls: a description in, a PNG file and the parsed attributes out.
+
+:class:`ImageTool` loads a model folder once and answers every call with
+:meth:`ImageTool.generate_image`. Bad input never raises: a description with an unknown
+word, a missing attribute or two words for one attribute returns an :class:`ImageResult`
+whose ``error`` lists the valid vocabulary, so that an agent reads the mistake as
+feedback and can call again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from erlgym.bitimage.checkpoint import ImageModel, load_model, save_png
+from erlgym.bitimage.scenes import VOCABULARIES, DescriptionError, Scene, parse_description
+
+MAX_DESCRIPTION_CHARS = 200
+"""Longest description the tool reads; a longer one is rejected, so a runaway reply costs bounded time."""
+
+
+@dataclass
+class ImageResult:
+    """What one call of the tool returns: the image and its attributes, or an error for the agent."""
+
+    description: str
+    scene: Scene | None = None
+    image: np.ndarray | None = None
+    """The generated image, uint8 of shape (32, 32, 3); None on error."""
+    path: Path | None = None
+    """The PNG file written, enlarged for viewing; None on error."""
+    error: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def as_text(self) -> str:
+        """Return the result as the text an agent reads after its call."""
+        if self.error:
+            return f"generate_image failed: {self.error}"
+        described = ", ".join(f"{name} {value}" for name, value in self.attributes.items())
+        return f"Generated {self.path.name if self.path else 'an image'}: {described}."
+
+
+def vocabulary_text() -> str:
+    """Return the valid words per attribute, one attribute per clause."""
+    return "; ".join(f"{attribute}: {', '.join(words)}" for attribute, words in VOCABULARIES.items())
+
+
+class ImageTool:
+    """Generate images from descriptions with one loaded model; every call writes one PNG into ``out_dir``.
+
+    Args:
+        model: a model folder written by ``erlgym image train``, a loaded :class:`ImageModel`,
+            or None for the checkpoint bundled with the package.
+        out_dir: folder for the PNG files; created when missing.
+        guidance_scale: classifier-free guidance scale of every call.
+        scale: enlargement of the saved PNG (the returned array keeps 32×32).
+    """
+
+    def __init__(self, model: str | Path | ImageModel | None, out_dir: str | Path, guidance_scale: float = 2.0,
+                 scale: int = 4):
+        self.model = model if isinstance(model, ImageModel) else load_model(model)
+        self.out_dir = Path(out_dir)
+        self.guidance_scale = guidance_scale
+        self.scale = scale
+        self.calls = 0
+
+    def generate_image(self, description: str, seed: int | None = None) -> ImageResult:
+        """Generate the image ``description`` names, e.g. "small blue square bottom-right".
+
+        ``seed`` fixes the sample; by default each call uses the number of earlier calls,
+        so repeated calls give different images and a new tool repeats the same sequence.
+        """
+        result = ImageResult(description=description if isinstance(description, str) else repr(description))
+        if not isinstance(description, str) or not description.strip():
+            result.error = f"the description must be a non-empty text naming the attributes ({vocabulary_text()})"
+            return result
+        if len(description) > MAX_DESCRIPTION_CHARS:
+            result.error = (f"the description has {len(description)} characters, more than "
+                            f"{MAX_DESCRIPTION_CHARS}; name only the attributes ({vocabulary_text()})")
+            return result
+        try:
+            scene = parse_description(description)
+        except DescriptionError as error:
+            result.error = str(error)
+            return result
+
+        call = self.calls
+        self.calls += 1
+        images, _ = self.model.generate([scene], guidance_scale=self.guidance_scale,
+                                        seed=call if seed is None else seed)
+        result.scene = scene
+        result.image = images[0]
+        result.attributes = {"shape": scene.shape, "colour": scene.colour, "position": scene.position,
+                             "size": scene.size}
+        name = f"{call:04d}-{scene.size}-{scene.colour}-{scene.shape}-{scene.position}.png"
+        result.path = save_png(images[0], self.out_dir / name, scale=self.scale)
+        return result
