@@ -8,6 +8,7 @@ ENTRY_POINTS = {
     "erlgym/FrozenLake-v0": "erlgym.envs.frozen_lake:FrozenLakeTextEnv",
     "erlgym/Sokoban-v0": "erlgym.envs.sokoban:SokobanTextEnv",
     "erlgym/SearchQA-v0": "erlgym.envs.search_qa:SearchQATextEnv",
+    "erlgym/DrawScene-v0": "erlgym.envs.draw_scene:DrawSceneTextEnv",
 }
 """Environment id to its ``module:class`` entry point. Add new environments here."""
 
