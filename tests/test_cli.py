@@ -546,8 +546,11 @@ def test_train_interrupt_names_run_dir(action_model_dir, tmp_path):
     script = Path(sys.executable).with_name("erlgym")
     argv = train_args(action_model_dir, run_dir)
     argv[argv.index("--steps") + 1] = "200"
+    # A shell without job control starts background commands with SIGINT ignored, and the child would
+    # inherit that, so the child's SIGINT handler is reset to the default.
     process = subprocess.Popen([str(script), *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "COLUMNS": "1000"})
+                               env={**os.environ, "COLUMNS": "1000"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         metrics = run_dir / "metrics.jsonl"
