@@ -14,24 +14,20 @@ environment without a model does not import torch.
 from __future__ import annotations
 
 import functools
-import logging
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, SupportsFloat
+from typing import Any
 
-import gymnasium
 import numpy as np
 from gymnasium import spaces
 
 from erlgym.envs.base import (
     DEFAULT_FEW_SHOT_EXAMPLES,
-    EPISODE_OVER_FEEDBACK,
     MAX_OBSERVATION_CHARS,
     PRINTABLE,
     RENDER_MODES,
-    check_step_action,
     validate_format_penalty,
     validate_max_steps,
     validate_render_mode,
@@ -39,8 +35,8 @@ from erlgym.envs.base import (
 from erlgym.envs.parser import MAX_REPLY_CHARS
 from erlgym.envs.search_corpus import collapse_whitespace, shorten, to_printable
 from erlgym.envs.tool_calls import ToolCall, ToolCallParser, ToolCallResult, extract_argument
+from erlgym.envs.tool_env import ToolTextEnv, count_noun, fit_observation
 
-logger = logging.getLogger(__name__)
 
 TOOLS = ("vocabulary", "draw")
 """Tool names. ``vocabulary`` is first and takes no argument."""
@@ -268,7 +264,7 @@ class DrawOutcome:
     image_path: Path | None = None
 
 
-class DrawSceneTextEnv(gymnasium.Env[str, str]):
+class DrawSceneTextEnv(ToolTextEnv):
     """Work out a scene from clues and draw it with an image tool.
 
     ## Description
@@ -361,6 +357,9 @@ class DrawSceneTextEnv(gymnasium.Env[str, str]):
 
     action_names = TOOLS
 
+    outcome_type = DrawOutcome
+    tool_formats = TOOL_FORMATS
+
     def __init__(
         self,
         *,
@@ -440,7 +439,7 @@ class DrawSceneTextEnv(gymnasium.Env[str, str]):
 
         riddle = write_riddle(self.task, self.direct)
         observation = "\n".join([riddle, self._describe_tools(), self._describe_steps_left()])
-        self._last_observation = _fit(observation)
+        self._last_observation = fit_observation(observation)
         return self._last_observation, {
             "success": False,
             "feedback": "",
@@ -450,61 +449,15 @@ class DrawSceneTextEnv(gymnasium.Env[str, str]):
             "target": self.task.prompt,
         }
 
-    def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Run the reply's tool call and return its result.
-
-        Raises:
-            TypeError: If ``action`` is not a ``str``. Any string is accepted.
-            gymnasium.error.ResetNeeded: If ``reset`` was never called.
-        """
-        check_step_action(action, reset_done=bool(self._last_observation))
-        if self._episode_over:
-            return self._step_after_episode_end()
-
-        self._steps += 1
-        parsed = self._parser.parse(action)
-        if parsed.call is None:
-            outcome = _invalid_outcome(parsed.error)
-        elif parsed.call.tool == "vocabulary":
-            outcome = self._show_vocabulary()
-        else:
-            outcome = self._draw(parsed.call.argument)
-
-        if not outcome.valid:
-            self._num_invalid += 1
-            reward = 0.0 - self.format_penalty
-        else:
-            if not outcome.effective:
-                self._num_ineffective += 1
-            reward = self._score(outcome.drawn) if outcome.drawn is not None else 0.0
-
-        terminated = outcome.terminated
-        truncated = not terminated and self._steps >= self.max_steps
-        self._episode_over = terminated or truncated
-        self._end_flags = (terminated, truncated)
-        feedback = outcome.feedback
-        if terminated:
-            observation = outcome.result
-        elif truncated:
-            feedback += f" Step limit of {self.max_steps} reached."
-            observation = f"{outcome.result}\nStep limit of {self.max_steps} reached."
-        else:
-            observation = f"{outcome.result}\n{self._describe_steps_left()}"
-
-        info = self._build_step_info(parsed.call.tool if outcome.valid else None, outcome, feedback)
-        if self._episode_over:
-            info["episode_feedback"] = self._summarize_episode(truncated)
-        self._last_observation = _fit(observation)
-        return self._last_observation, float(reward), terminated, truncated, info
-
-    def render(self) -> str | None:
-        """Return the last observation when ``render_mode == "ansi"``, else None."""
-        if self.render_mode is None:
-            logger.warning("render() called without a render mode; pass render_mode='ansi'")
-            return None
-        return self._last_observation
-
     # ------------------------------------------------------------------ tools
+
+    def _run_tool(self, call: ToolCall) -> DrawOutcome:
+        if call.tool == "vocabulary":
+            return self._show_vocabulary()
+        return self._draw(call.argument)
+
+    def _reward(self, outcome: DrawOutcome) -> float:
+        return self._score(outcome.drawn) if outcome.drawn is not None else 0.0
 
     def _show_vocabulary(self) -> DrawOutcome:
         from erlgym.bitimage.tool import vocabulary_text
@@ -602,21 +555,11 @@ class DrawSceneTextEnv(gymnasium.Env[str, str]):
         else:
             parts = [_describe_mismatch(self._drawn, self.task.attributes())]
         if self._num_invalid:
-            invalid = _count_noun(self._num_invalid, "invalid tool call")
+            invalid = count_noun(self._num_invalid, "invalid tool call")
             if self._num_rejected:
                 invalid += f", {self._num_rejected} of them a description the image tool rejected"
             parts.append(invalid + ".")
         return " ".join(parts)
-
-    def _step_after_episode_end(self) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        if not self._warned_after_end:
-            logger.warning("step() called after the episode ended; call reset() first")
-            self._warned_after_end = True
-        feedback = EPISODE_OVER_FEEDBACK
-        outcome = DrawOutcome(False, False, feedback, self._last_observation)
-        info = self._build_step_info(None, outcome, feedback)
-        terminated, truncated = self._end_flags
-        return self._last_observation, 0.0, terminated, truncated, info
 
     # ------------------------------------------------------------------ prompts
 
@@ -711,25 +654,9 @@ def _join(words: list[str]) -> str:
     return ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def _count_noun(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
 def _fold_tool_error(text: str) -> str:
     """Fold tool output that may quote the reply to printable ASCII on one line."""
     return shorten(collapse_whitespace(to_printable(text)), 2 * MAX_OBSERVATION_CHARS // 3).rstrip(".")
-
-
-def _invalid_outcome(reason: str | None) -> DrawOutcome:
-    feedback = f"Invalid tool call: {reason}. Reply with {TOOL_FORMATS}."
-    return DrawOutcome(False, False, feedback, feedback)
-
-
-def _fit(text: str) -> str:
-    """Cut an observation to the observation space's maximum length."""
-    if len(text) <= MAX_OBSERVATION_CHARS:
-        return text
-    return text[: MAX_OBSERVATION_CHARS - 3] + "..."
 
 
 # ---------------------------------------------------------------------- worked example

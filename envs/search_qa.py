@@ -11,28 +11,25 @@ them, :mod:`erlgym.envs.tool_calls` parses the tool-call text format, and
 from __future__ import annotations
 
 import functools
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, SupportsFloat
+from typing import Any
 
-import gymnasium
 from gymnasium import spaces
 
 from erlgym.envs.answer_scoring import SCORING_MODES, AnswerScore, score_answer
 from erlgym.envs.base import (
     DEFAULT_FEW_SHOT_EXAMPLES,
-    EPISODE_OVER_FEEDBACK,
     MAX_OBSERVATION_CHARS,
     PRINTABLE,
     RENDER_MODES,
-    check_step_action,
     validate_format_penalty,
     validate_max_steps,
     validate_render_mode,
 )
 from erlgym.envs.parser import MAX_REPLY_CHARS
+from erlgym.envs.tool_env import ToolTextEnv, count_noun, fit_observation
 from erlgym.envs.search_corpus import (
     DEFAULT_EVAL_FRACTION,
     best_snippet,
@@ -48,7 +45,6 @@ from erlgym.envs.tool_calls import ToolCall, ToolCallParser, echo
 from erlgym.redsearch.graph import Document
 from erlgym.redsearch.tasks import Task, TaskSet
 
-logger = logging.getLogger(__name__)
 
 TOOLS = ("search", "open", "answer")
 TOOL_ARGUMENT_NAMES = {"search": "a query", "open": "a document id", "answer": "an answer"}
@@ -89,10 +85,6 @@ def quote(text: str) -> str:
     return '"' + echo(collapse_whitespace(to_printable(text)), MAX_QUOTE_CHARS) + '"'
 
 
-def count_noun(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
 # ---------------------------------------------------------------------- environment
 
 
@@ -118,7 +110,7 @@ class ToolOutcome:
     score: AnswerScore | None = None
 
 
-class SearchQATextEnv(gymnasium.Env[str, str]):
+class SearchQATextEnv(ToolTextEnv):
     """Answer a multi-hop question by searching and reading a document collection.
 
     ## Description
@@ -233,6 +225,9 @@ class SearchQATextEnv(gymnasium.Env[str, str]):
 
     action_names = TOOLS
 
+    outcome_type = ToolOutcome
+    tool_formats = TOOL_FORMATS
+
     def __init__(
         self,
         *,
@@ -339,7 +334,7 @@ class SearchQATextEnv(gymnasium.Env[str, str]):
         self._episode_over = False
         self._warned_after_end = False
         question = collapse_whitespace(to_printable(self.task.question))
-        self._last_observation = _fit(f"Question: {question}\n{self._describe_steps_left()}")
+        self._last_observation = fit_observation(f"Question: {question}\n{self._describe_steps_left()}")
         return self._last_observation, {
             "success": False,
             "feedback": "",
@@ -373,59 +368,10 @@ class SearchQATextEnv(gymnasium.Env[str, str]):
             f"options['task'] has type {type(task).__name__}: pass a Task, a task dict or a task id"
         )
 
-    def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Run the reply's tool call and return its result.
-
-        Raises:
-            TypeError: If ``action`` is not a ``str``. Any string is accepted.
-            gymnasium.error.ResetNeeded: If ``reset`` was never called.
-        """
-        check_step_action(action, reset_done=bool(self._last_observation))
-        if self._episode_over:
-            return self._step_after_episode_end()
-
-        self._steps += 1
-        parsed = self._parser.parse(action)
-        if parsed.call is None:
-            outcome = _invalid_outcome(parsed.error)
-        else:
-            outcome = self._run_tool(parsed.call)
-
-        if not outcome.valid:
-            self._num_invalid += 1
-            reward = 0.0 - self.format_penalty
-        else:
-            if not outcome.effective:
-                self._num_ineffective += 1
-            reward = outcome.score.reward if outcome.score is not None else 0.0
-
-        terminated = outcome.terminated
-        truncated = not terminated and self._steps >= self.max_steps
-        self._episode_over = terminated or truncated
-        self._end_flags = (terminated, truncated)
-        feedback = outcome.feedback
-        if terminated:
-            observation = outcome.result
-        elif truncated:
-            feedback += f" Step limit of {self.max_steps} reached."
-            observation = f"{outcome.result}\nStep limit of {self.max_steps} reached."
-        else:
-            observation = f"{outcome.result}\n{self._describe_steps_left()}"
-
-        info = self._build_step_info(parsed.call.tool if outcome.valid else None, outcome, feedback)
-        if self._episode_over:
-            info["episode_feedback"] = self._summarize_episode(truncated)
-        self._last_observation = _fit(observation)
-        return self._last_observation, float(reward), terminated, truncated, info
-
-    def render(self) -> str | None:
-        """Return the last observation when ``render_mode == "ansi"``, else None."""
-        if self.render_mode is None:
-            logger.warning("render() called without a render mode; pass render_mode='ansi'")
-            return None
-        return self._last_observation
-
     # ------------------------------------------------------------------ tools
+
+    def _reward(self, outcome: ToolOutcome) -> float:
+        return outcome.score.reward if outcome.score is not None else 0.0
 
     def _run_tool(self, call: ToolCall) -> ToolOutcome:
         if call.tool == "search":
@@ -459,13 +405,13 @@ class SearchQATextEnv(gymnasium.Env[str, str]):
             if suffix is not None:
                 document, page = self.corpus.find(suffix.group("reference")), int(suffix.group("page"))
         if document is None:
-            return _invalid_outcome(
+            return self._invalid_outcome(
                 f"no document has the id {quote(argument)}: open an id from your search results"
             )
 
         pages = paginate(document.sentences, self.page_chars)
         if not 1 <= page <= len(pages):
-            return _invalid_outcome(
+            return self._invalid_outcome(
                 f"{document.doc_id} has {count_noun(len(pages), 'page')}: use page 1 to {len(pages)}"
             )
         is_new_page = (document.doc_id, page) not in self._shown_pages
@@ -585,16 +531,6 @@ class SearchQATextEnv(gymnasium.Env[str, str]):
             sentences.append("Some needed documents that you did not open were in your search results.")
         return sentences
 
-    def _step_after_episode_end(self) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        if not self._warned_after_end:
-            logger.warning("step() called after the episode ended; call reset() first")
-            self._warned_after_end = True
-        feedback = EPISODE_OVER_FEEDBACK
-        outcome = ToolOutcome(False, False, feedback, self._last_observation)
-        info = self._build_step_info(None, outcome, feedback)
-        terminated, truncated = self._end_flags
-        return self._last_observation, 0.0, terminated, truncated, info
-
     # ------------------------------------------------------------------ prompts
 
     @property
@@ -637,18 +573,6 @@ class SearchQATextEnv(gymnasium.Env[str, str]):
             messages.append({"role": "user", "content": observation})
             messages.append({"role": "assistant", "content": reply})
         return messages
-
-
-def _invalid_outcome(reason: str | None) -> ToolOutcome:
-    feedback = f"Invalid tool call: {reason}. Reply with {TOOL_FORMATS}."
-    return ToolOutcome(False, False, feedback, feedback)
-
-
-def _fit(text: str) -> str:
-    """Cut an observation to the observation space's maximum length."""
-    if len(text) <= MAX_OBSERVATION_CHARS:
-        return text
-    return text[: MAX_OBSERVATION_CHARS - 3] + "..."
 
 
 def _validate_int(name: str, value: Any, allowed: tuple[int, int]) -> int:
