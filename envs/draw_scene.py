@@ -14,7 +14,6 @@ environment without a model does not import torch.
 from __future__ import annotations
 
 import functools
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from erlgym.envs.base import (
 )
 from erlgym.envs.parser import MAX_REPLY_CHARS
 from erlgym.envs.search_corpus import collapse_whitespace, shorten, to_printable
-from erlgym.envs.tool_calls import ToolCall, ToolCallParser, ToolCallResult, extract_argument
+from erlgym.envs.tool_calls import ToolCall, ToolCallParser
 from erlgym.envs.tool_env import ToolTextEnv, count_noun, fit_observation
 
 
@@ -220,25 +219,6 @@ def write_riddle(task: DrawTask, direct: bool = False) -> str:
     return "\n".join(lines)
 
 
-class _DrawSceneParser(ToolCallParser):
-    """Tool-call parser that also accepts ``vocabulary`` without an argument.
-
-    ``Action: vocabulary``, ``Action: vocabulary[]`` and ``vocabulary[]`` give a call
-    with an empty argument. :class:`ToolCallParser` rejects an empty argument for every
-    tool, which suits ``draw``.
-    """
-
-    def _parse_call_text(self, call_text: str) -> ToolCallResult:
-        result = super()._parse_call_text(call_text)
-        if result.call is not None:
-            return result
-        match = re.match(r"(?P<tool>[a-z_][a-z0-9_]*)(?P<rest>.*)", call_text.strip(" \t*_`~"), re.I | re.S | re.A)
-        if match is not None and match.group("tool").lower() == "vocabulary":
-            if not extract_argument(match.group("rest")):
-                return ToolCallResult(ToolCall("vocabulary", ""), None)
-        return result
-
-
 @dataclass(frozen=True)
 class DrawOutcome:
     """Result of one reply, valid or not.
@@ -383,7 +363,7 @@ class DrawSceneTextEnv(ToolTextEnv):
         self.model_path = Path(model) if model is not None else None
         self._image_tool = self._load_image_tool() if self.model_path is not None else None
 
-        self._parser = _DrawSceneParser(TOOLS, TOOL_ARGUMENT_NAMES)
+        self._parser = ToolCallParser(TOOLS, TOOL_ARGUMENT_NAMES, no_argument_tools=("vocabulary",))
         self.action_space = spaces.Text(max_length=MAX_REPLY_CHARS, min_length=0, charset=PRINTABLE)
         self.observation_space = spaces.Text(max_length=MAX_OBSERVATION_CHARS, min_length=1, charset=PRINTABLE)
 

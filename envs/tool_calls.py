@@ -81,13 +81,16 @@ class ToolCallParser:
         argument_names: Tool name to a noun for its argument, used in the error for an
             empty argument (``"search needs a query"``). Tools not listed use
             ``"an argument"``.
+        answer_tool: The tool a stated answer ("The answer is: X") calls, if any.
+        no_argument_tools: Tools whose argument may be empty (``Action: vocabulary``);
+            every other tool rejects an empty argument.
 
     Raises:
         ValueError: If ``tools`` is empty or a name is not made of ASCII letters.
     """
 
     def __init__(self, tools: Sequence[str], argument_names: dict[str, str] | None = None,
-                 answer_tool: str | None = None) -> None:
+                 answer_tool: str | None = None, no_argument_tools: Sequence[str] = ()) -> None:
         if not tools:
             raise ValueError("tools must name at least one tool, got an empty sequence")
         for tool in tools:
@@ -105,6 +108,10 @@ class ToolCallParser:
         if answer_tool is not None and answer_tool.lower() not in self.tools:
             raise ValueError(f"answer_tool {answer_tool!r} is not one of the tools {', '.join(self.tools)}")
         self.answer_tool = answer_tool.lower() if answer_tool else None
+        unknown = [tool for tool in no_argument_tools if tool.lower() not in self.tools]
+        if unknown:
+            raise ValueError(f"no_argument_tools {unknown} are not among the tools {', '.join(self.tools)}")
+        self.no_argument_tools = frozenset(tool.lower() for tool in no_argument_tools)
 
     def parse(self, text: str) -> ToolCallResult:
         """Parse the last tool-call line of a reply into a :class:`ToolCall` or an error."""
@@ -138,7 +145,7 @@ class ToolCallParser:
         if tool not in self.tools:
             return ToolCallResult(None, f"{echo(match.group('tool'))!r} is not a tool: use {self._tool_list}")
         argument = extract_argument(match.group("rest"))
-        if not argument:
+        if not argument and tool not in self.no_argument_tools:
             noun = self.argument_names.get(tool, "an argument")
             return ToolCallResult(None, f"{tool} needs {noun}, as in {tool}[...]")
         return ToolCallResult(ToolCall(tool, argument), None)

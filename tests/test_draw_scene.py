@@ -531,3 +531,17 @@ def test_trains_one_erl_step(action_model_dir, tmp_path):
     assert record["step"] == 1
     assert 0.0 <= record["rollout/first_success_rate"] <= 1.0
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+
+
+def test_parser_accepts_empty_argument_only_where_allowed():
+    from erlgym.envs.tool_calls import ToolCallParser
+
+    parser = ToolCallParser(("draw", "vocabulary"), no_argument_tools=("vocabulary",))
+
+    for reply in ("Action: vocabulary", "Action: vocabulary[]", "vocabulary[]"):
+        assert parser.parse(reply).call is not None
+        assert parser.parse(reply).call.argument == ""
+    assert parser.parse("Action: draw[]").call is None
+    assert "draw needs" in parser.parse("Action: draw[]").error
+    with pytest.raises(ValueError, match="not among the tools"):
+        ToolCallParser(("draw",), no_argument_tools=("vocabulary",))
