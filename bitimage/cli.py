@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 # The parser is built at every erlgym start, so this module imports only the torch-free
-# settings; the training and sampling modules load when an image command runs.
+# settings. The training and sampling modules load when an image command runs.
 from erlgym.bitimage.config import ImageTrainConfig, ImageTrainError
 
 # soft_wrap: rich never breaks long lines (paths, commands), so they stay copyable when

@@ -1,6 +1,6 @@
 """The image tool an agent calls: a description in, a PNG file and the parsed attributes out.
 
-:class:`ImageTool` loads a model folder once and answers every call with
+:class:`ImageTool` loads a model folder once and serves every call with
 :meth:`ImageTool.generate_image`. Bad input never raises: a description with an unknown
 word, a missing attribute or two words for one attribute returns an :class:`ImageResult`
 whose ``error`` lists the valid vocabulary, so that an agent reads the mistake as
@@ -18,12 +18,12 @@ from erlgym.bitimage.checkpoint import ImageModel, load_model, save_png
 from erlgym.bitimage.scenes import VOCABULARIES, DescriptionError, Scene, parse_description
 
 MAX_DESCRIPTION_CHARS = 200
-"""Longest description the tool reads; a longer one is rejected, so a runaway reply costs bounded time."""
+"""Maximum length of a description, in characters; a longer one is rejected, so a runaway reply costs bounded time."""
 
 
 @dataclass
 class ImageResult:
-    """What one call of the tool returns: the image and its attributes, or an error for the agent."""
+    """The result of one tool call: the image and its attributes, or an error for the agent."""
 
     description: str
     scene: Scene | None = None
@@ -73,8 +73,8 @@ class ImageTool:
     def generate_image(self, description: str, seed: int | None = None) -> ImageResult:
         """Generate the image ``description`` names, e.g. "small blue square bottom-right".
 
-        ``seed`` fixes the sample; by default each call uses the number of earlier calls,
-        so repeated calls give different images and a new tool repeats the same sequence.
+        ``seed`` fixes the sample. By default each call uses the number of earlier calls as
+        its seed, so repeated calls give different images and a new tool repeats the sequence.
         """
         result = ImageResult(description=description if isinstance(description, str) else repr(description))
         if not isinstance(description, str) or not description.strip():

@@ -4,7 +4,7 @@ At each turn of an episode (and before each reflection), :class:`TemplatePrefill
 its controller, tokenizes the template's prefill text (guidance sentences and
 the prefix), and the rollout appends those ids to the context before the model generates.
 The prefilled ids carry ``env_mask`` 0 (or sit in the prompt of a reflection sample), so
-the trainer never computes a loss on text the model did not choose. What the model sees is
+the trainer never computes a loss on text the model did not choose. The model's context is
 its own turn starting with the template, so it continues the reasoning the template opened.
 """
 

@@ -385,7 +385,7 @@ def _train_in_run_dir(config: TrainConfig, run_dir: Path, checkpoint: Path | Non
     if checkpoint is not None:
         trainer.load_value_head(checkpoint)
         if trainer.load_template_controllers(checkpoint) and process_index > 0:
-            # The checkpoint holds the main process's controllers; the others draw their own templates.
+            # The checkpoint contains the main process's controllers, so the others reseed to draw their own templates.
             for prefill in prefills.values():
                 prefill.controller.reseed([config.seed * 1009 + process_index, int(checkpoint.name.split("-")[-1])])
     # With tqdm disabled, transformers prints every log dict; the CLI prints its own line per step.

@@ -1,6 +1,6 @@
 """Controllers: choose the template of each turn, and learn from the rewards that followed.
 
-Every controller answers ``choose(count, position)`` with ``count`` templates for turn
+Every controller returns, for ``choose(count, position)``, ``count`` templates for turn
 ``position`` (0 for an episode's first reply, 1 for the next, ...), and receives
 ``update(episodes, rewards)`` after the episodes ended: for each episode, the templates
 of its turns and its reward.
