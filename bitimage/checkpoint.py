@@ -31,6 +31,7 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from erlgym.bitimage.config import TOKENIZER_FOLDER
 from erlgym.bitimage.generator import BitGenerator, GeneratorConfig
 from erlgym.bitimage.scenes import ATTRIBUTES, VOCABULARIES, Scene, parse_description
 from erlgym.bitimage.tokenizer import (
@@ -44,7 +45,6 @@ from erlgym.bitimage.tokenizer import (
 MODEL_FORMAT = "erlgym.bitimage"
 MODEL_VERSION = 1
 INFO_FILE = "bitimage.json"
-TOKENIZER_FOLDER = "tokenizer"
 GENERATOR_FOLDER = "generator"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -5,6 +5,10 @@
   and ``--resume --out DIR`` continues an interrupted run with its saved settings.
 - ``sample`` parses each description, generates one image per description with a
   model folder (``--model``, default the bundled checkpoint) and writes PNG files.
+- ``train-verifier`` trains the scene classifier that judges generated images
+  (:mod:`erlgym.bitimage.verifier`) and writes a verifier folder.
+- ``evaluate`` judges a model's images with a verifier: conditional accuracy and the
+  Fréchet distance in the verifier's features, printed and written as JSON.
 
 ``erlgym.erl.cli`` registers the command with :func:`add_image_command` and runs it with
 :func:`run_image`. Bad input (an unknown word in a description, a missing or corrupt
@@ -55,7 +59,7 @@ def add_image_command(add_command: Callable[..., argparse.ArgumentParser]) -> ar
         "image", help="Train the bitimage model, or sample 32x32 scene images from descriptions.",
         description="bitimage generates 32x32 images of one coloured shape from a description such as "
                     "'large red circle top-left', with a binary-token tokenizer and an autoregressive generator.")
-    subcommands = image.add_subparsers(dest="image_command", required=True, metavar="{train,sample}")
+    subcommands = image.add_subparsers(dest="image_command", required=True, metavar="{train,sample,train-verifier,evaluate}")
 
     def add_subcommand(name: str, **kwargs: Any) -> argparse.ArgumentParser:
         return subcommands.add_parser(name, allow_abbrev=False, **kwargs)
@@ -92,6 +96,39 @@ def add_image_command(add_command: Callable[..., argparse.ArgumentParser]) -> ar
     sample.add_argument("--scale", type=_integer_at_least(1), default=4,
                         help="Enlargement factor of the PNG, with nearest-neighbour pixels (default: 4, so 128x128).")
     sample.add_argument("--device", default="cpu", help="Torch device to sample on (default: cpu).")
+
+    verifier = add_subcommand(
+        "train-verifier", help="Train the scene classifier that judges generated images.",
+        description="Train a small convolutional classifier of shape, colour, position and size on rendered scenes "
+                    "degraded by noise and blur, and write a verifier folder for erlgym image evaluate --verifier.")
+    verifier.add_argument("--out", type=Path, required=True, help="Verifier folder to write; must be new or empty.")
+    verifier.add_argument("--steps", type=_integer_at_least(1), default=1500,
+                          help="Training steps (default: 1500).")
+    verifier.add_argument("--batch-size", type=_integer_at_least(1), default=64,
+                          help="Rendered scenes per step (default: 64).")
+    verifier.add_argument("--learning-rate", type=float, default=2e-3,
+                          help="Peak AdamW learning rate, decayed on a cosine to 0 (default: 0.002).")
+    verifier.add_argument("--seed", type=_integer_at_least(0), default=0,
+                          help="Seed of the weights, the scenes and the degradation (default: 0).")
+
+    evaluate = add_subcommand(
+        "evaluate", help="Judge a model's generated images with the verifier.",
+        description="Generate images for all 240 scenes in turn, read them back with the verifier, and report the "
+                    "conditional accuracy per attribute and for all four, and the Fréchet distance between the "
+                    "verifier's features of generated and rendered images. The tokenizer's reconstructions and a "
+                    "second set of renders give the reachable values.")
+    evaluate.add_argument("--model", type=Path, default=None,
+                          help="Model folder written by erlgym image train (default: the bundled checkpoint).")
+    evaluate.add_argument("--verifier", type=Path, default=None,
+                          help="Verifier folder written by erlgym image train-verifier (default: the bundled "
+                               "verifier).")
+    evaluate.add_argument("--images", type=_integer_at_least(2), default=480,
+                          help="Images to generate, cycling through the 240 scenes (default: 480).")
+    evaluate.add_argument("--guidance", type=float, default=2.0,
+                          help="Classifier-free guidance scale of the generator (default: 2.0).")
+    evaluate.add_argument("--seed", type=_integer_at_least(0), default=0, help="Seed of the sampling (default: 0).")
+    evaluate.add_argument("--out", type=Path, default=None, help="JSON file to write the results to.")
+    evaluate.add_argument("--device", default="cpu", help="Torch device to generate on (default: cpu).")
     return image
 
 
@@ -140,11 +177,13 @@ def run_image(args: argparse.Namespace) -> int:
     """Run the ``erlgym image`` subcommand in ``args.image_command`` and return the exit status."""
     from erlgym.bitimage.checkpoint import ImageModelError
     from erlgym.bitimage.scenes import DescriptionError
+    from erlgym.bitimage.verifier import VerifierError
 
-    handlers = {"train": run_train, "sample": run_sample}
+    handlers = {"train": run_train, "sample": run_sample, "train-verifier": run_train_verifier,
+                "evaluate": run_evaluate}
     try:
         return handlers[args.image_command](args)
-    except (DescriptionError, ImageModelError, ImageTrainError) as error:
+    except (DescriptionError, ImageModelError, ImageTrainError, VerifierError) as error:
         raise ImageCommandError(str(error)) from error
 
 
@@ -172,7 +211,9 @@ def run_train(args: argparse.Namespace) -> int:
     out = Path(config.out) if config.out else default_output_folder()
     verb = "resuming" if args.resume else "training"
     console.print("[bold]erlgym image train[/bold]", escape(
-        f"{verb} in {out}: tokenizer {config.tokenizer_steps} steps, generator {config.generator_steps} steps, "
+        f"{verb} in {out}: tokenizer "
+        f"{'from ' + config.tokenizer_from if config.tokenizer_from else str(config.tokenizer_steps) + ' steps'}, "
+        f"generator {config.generator_steps} steps, "
         f"batch {config.batch_size}, k={config.tokens_per_step}, head {config.head}, seed {config.seed}, "
         f"device {config.device}"))
 
@@ -244,18 +285,13 @@ def output_paths(out: Path, names: list[str]) -> list[Path]:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    import torch
-
     from erlgym.bitimage.checkpoint import load_model, save_png
     from erlgym.bitimage.scenes import parse_description
 
     # Parse first, so that a typo is reported before the model loads.
     scenes = [parse_description(text) for text in args.descriptions]
     paths = output_paths(args.out, [scene.prompt.replace(" ", "-") for scene in scenes])
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as error:
-        raise ImageCommandError(f"invalid --device {args.device!r}: {error}") from error
+    device = _torch_device(args.device)
 
     with console.status("loading model"):
         model = load_model(args.model, device=device)
@@ -270,4 +306,88 @@ def run_sample(args: argparse.Namespace) -> int:
     source = args.model if args.model is not None else "the bundled checkpoint"
     console.print(escape(f"Sampled {len(scenes)} images in {seconds:.2f} s with {source}, guidance {args.guidance}, "
                          f"seed {args.seed}"))
+    return 0
+
+
+# ---------------------------------------------------------------------- verifier
+
+
+def _torch_device(name: str):
+    import torch
+
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise ImageCommandError(f"invalid --device {name!r}: {error}") from error
+
+
+def run_train_verifier(args: argparse.Namespace) -> int:
+    from erlgym.bitimage.verifier import VerifierConfig, evaluate_verifier, save_verifier, train_verifier
+
+    out: Path = args.out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ImageCommandError(f"--out {out} exists and is not an empty folder. Pass a new folder")
+    console.print("[bold]erlgym image train-verifier[/bold]", escape(
+        f"training in {out}: {args.steps} steps, batch {args.batch_size}, seed {args.seed}"))
+    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    started = time.perf_counter()
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("verifier", total=args.steps, loss="")
+
+            def on_step(step: int, steps: int, metrics: dict[str, float]) -> None:
+                progress.update(task, completed=step, loss=f"loss {metrics['loss']:.4f}")
+
+            model = train_verifier(VerifierConfig(), steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                                   learning_rate=args.learning_rate, on_step=on_step)
+    except KeyboardInterrupt:
+        console.print("Interrupted; nothing was written. The verifier trains in minutes, so run the command again")
+        return EXIT_INTERRUPTED
+    seconds = time.perf_counter() - started
+    with console.status("evaluating on held-out renders"):
+        metrics = evaluate_verifier(model, seed=args.seed)
+    info = {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+            "seed": args.seed, "train_seconds": round(seconds, 1), "metrics": metrics}
+    save_verifier(model, out, info)
+    accuracy, degraded = metrics["accuracy"], metrics["degraded_accuracy"]
+    output.print(escape(
+        f"verifier: all four attributes right on {accuracy['all']:.1%} of {metrics['images']} held-out renders "
+        f"({degraded['all']:.1%} when degraded), Fréchet floor {metrics['frechet_floor']:.3f}, "
+        f"trained in {seconds:.0f} s"))
+    console.print(escape(f"Verifier folder: {out}  (use with: erlgym image evaluate --verifier {out})"))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from erlgym.bitimage.checkpoint import load_model, write_text_atomic
+    from erlgym.bitimage.verifier import evaluate_generation, load_verifier
+
+    if args.out is not None and args.out.is_dir():
+        raise ImageCommandError(f"--out {args.out} is a folder. Pass the path of a JSON file")
+    device = _torch_device(args.device)
+    with console.status("loading model and verifier"):
+        model = load_model(args.model, device=device)
+        verifier = load_verifier(args.verifier)
+    with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("generate", total=args.images)
+        result = evaluate_generation(model, verifier, count=args.images, guidance_scale=args.guidance,
+                                     seed=args.seed, on_batch=lambda done, total: progress.update(task,
+                                                                                                  completed=done))
+    result["model"] = str(args.model) if args.model is not None else "bundled"
+    result["verifier"] = str(args.verifier) if args.verifier is not None else "bundled"
+    for name, label in (("generated", "generated"), ("reconstructed", "tokenizer reconstructions"),
+                        ("rendered", "renders")):
+        part = result[name]
+        accuracy = part["accuracy"]
+        per_attribute = ", ".join(f"{attribute} {accuracy[attribute]:.1%}"
+                                  for attribute in ("shape", "colour", "position", "size"))
+        distance = part.get("frechet_distance", part.get("frechet_floor"))
+        output.print(escape(f"{label}: all four right {accuracy['all']:.1%} ({per_attribute}); "
+                            f"Fréchet distance {distance:.3f}"))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
+        console.print(escape(f"Wrote {args.out}"))
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,6 +31,15 @@ GENERATOR_OWN_FIELDS = ("tokens_per_step", "head")
 """GeneratorConfig fields that ImageTrainConfig sets with fields of the same name."""
 
 
+TOKENIZER_FOLDER = "tokenizer"
+"""Subfolder of a model folder that holds the tokenizer."""
+TOKENIZER_CONFIG_FILE = "config.json"
+TRAINING_FOLDER = "training"
+"""Subfolder of a model folder with the training settings and states."""
+REUSED_TOKENIZER_FOLDER = "tokenizer-from"
+"""Folder in ``training/`` holding the copy of the tokenizer named by ``tokenizer_from``."""
+
+
 class ImageTrainError(ValueError):
     """Invalid training settings, an output folder that cannot be used, or an unreadable training state.
 
@@ -47,7 +57,7 @@ class ImageTrainConfig:
 
     Groups: stage lengths and batch (``tokenizer_steps``, ``generator_steps``,
     ``batch_size``), optimization (learning rates, warmup, clipping), the models
-    (``tokens_per_step``, ``head`` and the override dicts), evaluation
+    (``tokens_per_step``, ``head``, ``tokenizer_from`` and the override dicts), evaluation
     (``eval_images``), and the run (``seed``, ``save_every``, ``out``, ``device``).
 
     The tokenizer defaults are the measured ones: 2,000 steps at batch 32 and learning
@@ -81,6 +91,11 @@ class ImageTrainConfig:
     tokenizer_overrides: dict[str, Any] = field(
         default_factory=dict,
         metadata=_help("TokenizerConfig fields to change, as JSON, e.g. '{\"hidden\": [16, 32], \"bits\": 8}'."))
+    tokenizer_from: str | None = field(
+        default=None,
+        metadata=_help("Model folder whose trained tokenizer is reused, so that stage 1 is skipped and several "
+                       "generators share one tokenizer. tokenizer_steps and tokenizer_learning_rate then do not "
+                       "apply, and tokenizer_overrides must be empty."))
     generator_overrides: dict[str, Any] = field(
         default_factory=dict,
         metadata=_help("GeneratorConfig fields to change, as JSON, e.g. '{\"width\": 64, \"depth\": 2}'. bits, grid "
@@ -125,8 +140,11 @@ class ImageTrainConfig:
         return self
 
     def tokenizer_config(self) -> TokenizerConfig:
-        """Return the default TokenizerConfig with ``tokenizer_overrides`` applied."""
+        """Return the config of the ``tokenizer_from`` tokenizer, else the default with ``tokenizer_overrides`` applied."""
         from erlgym.bitimage.tokenizer import TokenizerConfig
+
+        if self.tokenizer_from is not None:
+            return self._reused_tokenizer_config()
 
         values = {**TokenizerConfig().to_dict(), **_as_dict(self.tokenizer_overrides, "tokenizer_overrides")}
         try:
@@ -137,6 +155,25 @@ class ImageTrainConfig:
             raise ImageTrainError(f"invalid tokenizer_overrides: channels {config.channels}, but scene images have "
                                   f"3 channels")
         return config
+
+    def _reused_tokenizer_config(self) -> TokenizerConfig:
+        from erlgym.bitimage.tokenizer import TokenizerCheckpointError, read_tokenizer_config
+
+        if self.tokenizer_overrides:
+            raise ImageTrainError(f"tokenizer_overrides {self.tokenizer_overrides} cannot apply to the tokenizer "
+                                  f"reused from {self.tokenizer_from}. Drop one of the two options")
+        path = Path(self.tokenizer_from) / TOKENIZER_FOLDER / TOKENIZER_CONFIG_FILE
+        # A started run reads its own copy, which outlives changes to the source folder.
+        copy = Path(self.out or "") / TRAINING_FOLDER / REUSED_TOKENIZER_FOLDER / TOKENIZER_CONFIG_FILE
+        if self.out and copy.is_file():
+            path = copy
+        elif not path.is_file():
+            raise ImageTrainError(f"tokenizer_from {self.tokenizer_from}: {path} not found. Pass a model folder "
+                                  f"written by erlgym image train")
+        try:
+            return read_tokenizer_config(path)
+        except TokenizerCheckpointError as error:
+            raise ImageTrainError(f"tokenizer_from {self.tokenizer_from}: {error}") from error
 
     def generator_config(self, tokenizer_config: TokenizerConfig) -> GeneratorConfig:
         """Return the GeneratorConfig for tokens of ``tokenizer_config``, with ``generator_overrides`` applied."""

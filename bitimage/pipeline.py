@@ -4,15 +4,16 @@ Stages:
 
 1. Tokenizer. AdamW on ``scene_batch`` images at a constant learning rate, the same
    loop as :func:`~erlgym.bitimage.tokenizer.train_tokenizer`: with equal settings the
-   weights are equal.
+   weights are equal. With ``tokenizer_from`` the stage is skipped and the tokenizer of
+   that model folder is copied into ``training/tokenizer-from/`` and used instead.
 2. Generator. The tokenizer is frozen. Every step renders a fresh batch of scenes,
    encodes it into ±1 token grids under ``no_grad``, and trains the
    :class:`~erlgym.bitimage.generator.BitGenerator` on (grid, attribute ids) with AdamW,
    a linear warmup, a cosine decay to ``MIN_LEARNING_RATE_FRACTION`` of the peak rate,
    and gradient-norm clipping.
 3. Evaluation. The tokenizer's PSNR and bit usage on held-out scenes are stored in
-   ``bitimage.json``. The generator's conditional accuracy needs a separate verifier and
-   is not measured here.
+   ``bitimage.json``. The generator's conditional accuracy is measured by
+   ``erlgym image evaluate`` with the separate verifier (:mod:`erlgym.bitimage.verifier`).
 
 The output folder becomes a model folder (:mod:`erlgym.bitimage.checkpoint`) plus a
 ``training/`` folder with the settings (``config.json``) and one state file per stage
@@ -45,6 +46,7 @@ from torch import nn
 
 from erlgym.bitimage.checkpoint import (
     SCENE_CONDITION_SIZES,
+    TOKENIZER_FOLDER,
     check_compatible,
     save_model,
     write_text_atomic,
@@ -55,17 +57,24 @@ from erlgym.bitimage.config import (  # noqa: F401  (re-exported: the training s
     MAX_SEED,
     MIN_LEARNING_RATE_FRACTION,
     RESUMABLE_FIELDS,
+    REUSED_TOKENIZER_FOLDER,
+    TRAINING_FOLDER,
     ImageTrainConfig,
     ImageTrainError,
 )
 from erlgym.bitimage.generator import BitGenerator, GeneratorConfig
 from erlgym.bitimage.metrics import bit_usage, psnr
 from erlgym.bitimage.scenes import scene_batch
-from erlgym.bitimage.tokenizer import BinaryTokenizer, TokenizerConfig
+from erlgym.bitimage.tokenizer import (
+    BinaryTokenizer,
+    TokenizerCheckpointError,
+    TokenizerConfig,
+    load_tokenizer,
+    save_tokenizer,
+)
 
 logger = logging.getLogger(__name__)
 
-TRAINING_FOLDER = "training"
 TRAINING_CONFIG_FILE = "config.json"
 STAGES = ("tokenizer", "generator")
 STATE_FILES = {stage: f"{stage}.pt" for stage in STAGES}
@@ -153,7 +162,11 @@ def train_image_model(config: ImageTrainConfig | None = None, out: str | Path | 
     device = torch.device(config.device)
     logger.info("training bitimage model in %s: %s", folder, config)
 
-    tokenizer, tokenizer_stage = _train_tokenizer(config, tokenizer_config, device, training_folder, on_progress)
+    if config.tokenizer_from is not None:
+        tokenizer = _reused_tokenizer(config, tokenizer_config, device, training_folder)
+        tokenizer_stage = StageResult(final_loss=math.nan, seconds=0.0)
+    else:
+        tokenizer, tokenizer_stage = _train_tokenizer(config, tokenizer_config, device, training_folder, on_progress)
     generator, generator_stage = _train_generator(config, generator_config, tokenizer, device, training_folder,
                                                   on_progress)
 
@@ -168,7 +181,8 @@ def train_image_model(config: ImageTrainConfig | None = None, out: str | Path | 
 
     info = {
         "training": _stored_settings(config),
-        "steps": {"tokenizer": config.tokenizer_steps, "generator": config.generator_steps},
+        "steps": {"tokenizer": 0 if config.tokenizer_from is not None else config.tokenizer_steps,
+                  "generator": config.generator_steps},
         "train_seconds": {"tokenizer": round(tokenizer_stage.seconds, 1),
                           "generator": round(generator_stage.seconds, 1)},
         "device": str(device),
@@ -284,6 +298,31 @@ def _train_tokenizer(config: ImageTrainConfig, tokenizer_config: TokenizerConfig
     result = _run_stage("tokenizer", config.tokenizer_steps, model, optimizer, train_step, config.save_every,
                         training_folder, device, on_progress)
     return model.eval(), result
+
+
+def _reused_tokenizer(config: ImageTrainConfig, tokenizer_config: TokenizerConfig, device: torch.device,
+                      training_folder: Path) -> BinaryTokenizer:
+    """Return the tokenizer of ``config.tokenizer_from``, copied into the training folder on the first run.
+
+    A resumed run reads the copy, so the generator keeps training on the same codes even
+    if the source folder has changed since.
+    """
+    copy = training_folder / REUSED_TOKENIZER_FOLDER
+    if not copy.is_dir():
+        source = Path(config.tokenizer_from) / TOKENIZER_FOLDER
+        try:
+            tokenizer = load_tokenizer(source, device=device, expected_config=tokenizer_config)
+        except (FileNotFoundError, TokenizerCheckpointError) as error:
+            raise ImageTrainError(f"cannot reuse the tokenizer of {config.tokenizer_from}: {error}") from error
+        temporary = training_folder / (REUSED_TOKENIZER_FOLDER + ".tmp")
+        save_tokenizer(tokenizer, temporary)
+        os.replace(temporary, copy)
+        return tokenizer
+    try:
+        return load_tokenizer(copy, device=device, expected_config=tokenizer_config)
+    except (FileNotFoundError, TokenizerCheckpointError) as error:
+        raise ImageTrainError(f"cannot read the copied tokenizer {copy}: {error}. Delete the folder to copy it "
+                              f"again from {config.tokenizer_from}") from error
 
 
 def generator_learning_rate(step: int, config: ImageTrainConfig) -> float:

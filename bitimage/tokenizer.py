@@ -389,7 +389,13 @@ def save_tokenizer(model: BinaryTokenizer, folder: str | Path) -> Path:
     return folder
 
 
-def _read_config(path: Path) -> TokenizerConfig:
+def read_tokenizer_config(path: str | Path) -> TokenizerConfig:
+    """Read the ``config.json`` that ``save_tokenizer`` writes.
+
+    Raises:
+        TokenizerCheckpointError: the file is corrupt, of another format or version, or invalid.
+    """
+    path = Path(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -430,7 +436,7 @@ def load_tokenizer(
                 f"tokenizer file {folder / name} not found, so the folder is incomplete. Save the tokenizer again"
             )
 
-    config = _read_config(folder / CONFIG_FILE)
+    config = read_tokenizer_config(folder / CONFIG_FILE)
     if expected_config is not None and config != expected_config:
         stored, expected = config.to_dict(), expected_config.to_dict()
         differences = {name: (stored[name], expected[name]) for name in stored if stored[name] != expected[name]}

@@ -261,6 +261,48 @@ def test_resume_with_other_settings_rejected(tmp_path):
         train_image_model(tiny_config(seed=3), folder, resume=True)
 
 
+def test_tokenizer_from_reuses_the_tokenizer_and_trains_the_same_generator(trained, tmp_path):
+    source = trained[0]
+    reports = InterruptAt()
+
+    folder = train_image_model(tiny_config(tokenizer_from=str(source), tokenizer_steps=99, tokenizer_overrides={}), tmp_path / "reused",
+                               on_progress=reports)
+
+    files, reference = weight_files(folder), weight_files(source)
+    assert files[TOKENIZER_FOLDER] == reference[TOKENIZER_FOLDER]
+    # Same tokenizer, seed and generator settings: the generator trains to the same weights.
+    assert files[GENERATOR_FOLDER] == reference[GENERATOR_FOLDER]
+    assert "tokenizer" not in {report.stage for report in reports.reports}
+    info = json.loads((folder / INFO_FILE).read_text())
+    assert info["steps"] == {"tokenizer": 0, "generator": 6}
+    assert info["training"]["tokenizer_from"] == str(source)
+
+
+def test_tokenizer_from_resumes_from_its_copy(trained, tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / TOKENIZER_FOLDER).mkdir()
+    for name in ("config.json", WEIGHTS_FILE):
+        (source / TOKENIZER_FOLDER / name).write_bytes((trained[0] / TOKENIZER_FOLDER / name).read_bytes())
+    folder = tmp_path / "reused"
+    with pytest.raises(KeyboardInterrupt):
+        train_image_model(tiny_config(tokenizer_from=str(source), tokenizer_overrides={}), folder, on_progress=InterruptAt("generator", 3))
+
+    # The source is gone after the run started; the resumed run keeps the copied tokenizer.
+    (source / TOKENIZER_FOLDER / WEIGHTS_FILE).unlink()
+    (source / TOKENIZER_FOLDER / "config.json").unlink()
+    train_image_model(None, folder, resume=True)
+
+    assert weight_files(folder) == weight_files(trained[0])
+
+
+def test_tokenizer_from_errors(trained, tmp_path):
+    with pytest.raises(ImageTrainError, match="tokenizer/config.json not found"):
+        tiny_config(tokenizer_from=str(tmp_path), tokenizer_overrides={}).validate()
+    with pytest.raises(ImageTrainError, match="cannot apply to the tokenizer reused from"):
+        tiny_config(tokenizer_from=str(trained[0]), tokenizer_overrides={"bits": 8}).validate()
+
+
 @pytest.mark.parametrize(("changes", "message"), [
     ({"batch_size": 0}, "invalid batch_size 0"),
     ({"seed": -1}, "invalid seed -1"),
