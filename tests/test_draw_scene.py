@@ -17,6 +17,7 @@ from PIL import Image
 
 import erlgym.envs  # noqa: F401  (registers the erlgym environments)
 from erlgym.bitimage.checkpoint import ImageModelError
+from erlgym.bitimage import checkpoint
 from erlgym.bitimage.pipeline import train_image_model
 from erlgym.bitimage.scenes import ATTRIBUTES as SCENE_ATTRIBUTES
 from erlgym.bitimage.scenes import VOCABULARIES, Scene, all_scenes, parse_description
@@ -477,6 +478,26 @@ def test_model_draw_writes_png(tiny_model, tmp_path):
     assert path.parent == tmp_path
     assert path.name in observation
     assert env.last_image.shape == (32, 32, 3)
+
+
+@pytest.mark.slow
+def test_bundled_model_draws_with_checkpoint(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "BUNDLED_CHECKPOINT", tiny_model)
+    env = make_env(model="bundled", image_dir=tmp_path)
+    env.reset(seed=3, options={"task": Scene("cross", "green", "top-right", "large")})
+
+    _, reward, _, _, info = env.step(draw("large green cross top-right"))
+
+    assert env.use_bundled_model
+    assert reward == 1.0
+    assert Path(info["image_path"]).parent == tmp_path
+
+
+def test_bundled_model_missing_raises(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "BUNDLED_CHECKPOINT", tmp_path / "checkpoint")
+
+    with pytest.raises(ImageModelError, match="no bundled bitimage checkpoint is installed"):
+        DrawSceneTextEnv(model="bundled")
 
 
 @pytest.mark.slow
