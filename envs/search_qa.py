@@ -110,6 +110,10 @@ class ToolOutcome:
     score: AnswerScore | None = None
 
 
+EXACT_ONLY_SHAPES = frozenset({"comparison", "count"})
+"""Question shapes scored by exact match even with ``reward="f1"``."""
+
+
 class SearchQATextEnv(ToolTextEnv):
     """Answer a multi-hop question by searching and reading a document collection.
 
@@ -151,7 +155,8 @@ class SearchQATextEnv(ToolTextEnv):
     On the answer: 1.0 for an exact match with the answer or one of its aliases after
     normalization (:mod:`erlgym.envs.answer_scoring`: lower case, no punctuation, no
     articles, accents folded). With ``reward="f1"``, the token F1 instead when it is
-    at least 0.3, else 0.0. Every other valid call earns 0.0. An invalid reply earns
+    at least 0.3, else 0.0, except for comparison and count questions, whose answers
+    come from a closed set and are scored by exact match. Every other valid call earns 0.0. An invalid reply earns
     ``-format_penalty``.
 
     ## Episode End
@@ -428,7 +433,10 @@ class SearchQATextEnv(ToolTextEnv):
     def _submit_answer(self, argument: str) -> ToolOutcome:
         assert self.task is not None
         self._answer = argument
-        self._score = score_answer(argument, [self.task.answer, *self.task.aliases], self.reward_mode)
+        # Comparison and count answers come from a closed set, so token overlap is no partial
+        # credit: naming both compared entities would otherwise earn an F1 of about 0.5.
+        mode = "exact" if self.task.shape in EXACT_ONLY_SHAPES else self.reward_mode
+        self._score = score_answer(argument, [self.task.answer, *self.task.aliases], mode)
         self._success = self._score.exact_match
         if self._score.exact_match:
             verdict = "correct"

@@ -662,6 +662,20 @@ def test_f1_reward_on_partial_answer():
     )
 
 
+@pytest.mark.parametrize("shape", ["comparison", "count"])
+def test_f1_reward_exact_for_closed_answers(shape):
+    env = SearchQATextEnv(tasks=example_task_set(), split="all", reward="f1")
+    task = Task(task_id="t", question="Who was born first, Mara Lindqvist or Jon Berg?", answer="Mara Lindqvist",
+                shape=shape)
+    env.reset(seed=0, options={"task": task})
+
+    _, reward, terminated, _, info = env.step("Action: answer[Mara Lindqvist or Jon Berg]")
+
+    assert reward == 0.0
+    assert terminated
+    assert info["f1"] > 0.3
+
+
 def test_aliases_count_as_correct():
     env = SearchQATextEnv(tasks=example_task_set(), split="all")
     task = Task(task_id="t", question="Which city?", answer="Tromso", aliases=["Tromsø municipality"])

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Train bitimage generators that differ in one setting on one shared tokenizer, then
+# compare them with benchmarks/bitimage_models.py.
+#
+# Usage: bash benchmarks/bitimage_variants.sh TOKENIZER_MODEL OUT_DIR [GENERATOR_STEPS]
+#
+# TOKENIZER_MODEL is a model folder whose tokenizer every variant reuses
+# (--tokenizer-from). The variants are k=1, k=4 and k=16 with the diffusion head, and
+# k=1 and k=4 with the per-bit Bernoulli head, each trained for GENERATOR_STEPS
+# (default 1000) steps with otherwise default settings. Rerunning the script resumes
+# unfinished variants and skips finished ones. The comparison is written to
+# OUT_DIR/bitimage_models.json.
+set -euo pipefail
+
+tokenizer_model=${1:?usage: bash benchmarks/bitimage_variants.sh TOKENIZER_MODEL OUT_DIR [GENERATOR_STEPS]}
+out_dir=${2:?usage: bash benchmarks/bitimage_variants.sh TOKENIZER_MODEL OUT_DIR [GENERATOR_STEPS]}
+steps=${3:-1000}
+mkdir -p "$out_dir"
+
+variants=("k1 1 diffusion" "k4 4 diffusion" "k16 16 diffusion" "k1-bernoulli 1 bernoulli" "k4-bernoulli 4 bernoulli")
+model_options=()
+for variant in "${variants[@]}"; do
+    read -r name k head <<< "$variant"
+    folder=$out_dir/$name
+    if [[ -f $folder/bitimage.json ]]; then
+        echo "$name: finished, skipped"
+    elif [[ -f $folder/training/config.json ]]; then
+        erlgym image train --resume --out "$folder"
+    else
+        erlgym image train --out "$folder" --tokenizer-from "$tokenizer_model" --generator-steps "$steps" \
+            --tokens-per-step "$k" --head "$head"
+    fi
+    model_options+=(--model "$name=$folder")
+done
+
+python benchmarks/bitimage_models.py "${model_options[@]}" --out "$out_dir/bitimage_models.json"
