@@ -14,6 +14,7 @@ environment without a model does not import torch.
 from __future__ import annotations
 
 import functools
+import itertools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,14 +49,20 @@ ATTRIBUTES = ("shape", "colour", "position", "size")
 """Scene attributes in the order of :data:`erlgym.bitimage.scenes.ATTRIBUTES`."""
 
 DEFAULT_MAX_STEPS = 3
+SPLITS = ("auto", "train", "eval", "all")
+EVAL_SEED_START = 1_000_000
+"""First seed that ``split="auto"`` plays from the eval split. It equals the trainer's
+offset of held-out evaluation seeds, so training and evaluation see different targets."""
+EVAL_SCENE_MODULUS = 5
 BUNDLED_MODEL = "bundled"
 """Value of ``model`` that selects the bitimage checkpoint shipped with erlgym."""
 
 # Clue tables: attribute -> vocabulary word -> clue phrasings. The keys are the
 # vocabularies of erlgym.bitimage.scenes in their order, which a test checks, so a
 # target can be drawn without importing that module (and torch). Every word has at
-# least two phrasings. A phrasing never contains its own word, except the "middle"
-# clues of center, which the parser reads as center anyway.
+# least three phrasings, and the last one is kept for the eval split (see SPLITS). A
+# phrasing never contains its own word, except the "middle" clues of center, which the
+# parser reads as center anyway.
 SHAPE_CLUES: dict[str, tuple[str, ...]] = {
     "circle": (
         "the shape with no corners",
@@ -65,6 +72,7 @@ SHAPE_CLUES: dict[str, tuple[str, ...]] = {
     "square": (
         "the shape with four equal sides and four right angles",
         "the shape of one face of a die, seen head-on",
+        "the shape of a sticky note, seen head-on",
     ),
     "triangle": (
         "the shape with three corners",
@@ -74,46 +82,54 @@ SHAPE_CLUES: dict[str, tuple[str, ...]] = {
     "cross": (
         "two crossing bars",
         "the shape of a plus sign",
+        "the symbol for addition",
     ),
 }
 COLOUR_CLUES: dict[str, tuple[str, ...]] = {
-    "red": ("the colour of ripe tomatoes", "the colour of a strawberry"),
-    "green": ("the colour of fresh grass", "the colour of an emerald"),
-    "blue": ("the colour of a clear sky", "the colour of a sapphire"),
-    "yellow": ("the colour of the sun in children's drawings", "the colour of a lemon"),
-    "purple": ("the colour of lavender", "the colour of an amethyst"),
-    "white": ("the colour of fresh snow", "the colour of milk"),
+    "red": ("the colour of ripe tomatoes", "the colour of a strawberry", "the colour of a fire engine"),
+    "green": ("the colour of fresh grass", "the colour of an emerald", "the colour of a four-leaf clover"),
+    "blue": ("the colour of a clear sky", "the colour of a sapphire", "the colour of denim jeans"),
+    "yellow": ("the colour of the sun in children's drawings", "the colour of a lemon", "the colour of a ripe banana"),
+    "purple": ("the colour of lavender", "the colour of an amethyst", "the colour of a violet flower"),
+    "white": ("the colour of fresh snow", "the colour of milk", "the colour of a polar bear's fur"),
 }
 POSITION_CLUES: dict[str, tuple[str, ...]] = {
     "top-left": (
         "the corner where you start reading a page of English text",
         "the corner the hour hand of a clock points to at half past ten",
+        "the north-west corner of a map",
     ),
     "top-right": (
         "the corner the hour hand of a clock points to at half past one",
         "the upper corner on the side where a line of English text ends",
+        "the north-east corner of a map",
     ),
     "bottom-left": (
         "the corner where the two axes of an ordinary graph meet",
         "the corner the hour hand of a clock points to at half past seven",
+        "the south-west corner of a map",
     ),
     "bottom-right": (
         "the corner where you finish reading a page of English text",
         "the corner the hour hand of a clock points to at half past four",
+        "the south-east corner of a map",
     ),
     "center": (
         "the middle of the picture",
         "the point where the two diagonals of the picture cross",
+        "the spot equally far from all four corners",
     ),
 }
 SIZE_CLUES: dict[str, tuple[str, ...]] = {
     "small": (
         "tiny, about a quarter as wide as the picture",
         "no bigger than a postage stamp on an envelope",
+        "the smaller of the two sizes the image tool draws",
     ),
     "large": (
         "filling much of the picture",
         "about two fifths as wide as the picture, easy to see from across a room",
+        "the bigger of the two sizes the image tool draws",
     ),
 }
 CLUE_TABLES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -171,16 +187,42 @@ class DrawTask:
         }
 
 
-def draw_task(rng: np.random.Generator) -> DrawTask:
-    """Draw a target uniformly over the 240 scenes, then one clue phrasing per attribute."""
-    words = []
-    for attribute in ATTRIBUTES:
-        vocabulary = list(CLUE_TABLES[attribute])
-        words.append(vocabulary[int(rng.integers(len(vocabulary)))])
-    clue_indices = tuple(
-        int(rng.integers(len(CLUE_TABLES[attribute][word]))) for attribute, word in zip(ATTRIBUTES, words)
-    )
-    return DrawTask(*words, clue_indices=clue_indices)
+def split_scenes(split: str) -> list[tuple[str, str, str, str]]:
+    """Return the target scenes of ``split`` ("train", "eval" or "all") as word tuples in :data:`ATTRIBUTES` order.
+
+    A scene is an eval scene when the sum of its words' positions in their vocabularies
+    is divisible by 5: 48 eval and 192 train scenes, and every word occurs in both.
+    """
+    vocabularies = [list(CLUE_TABLES[attribute]) for attribute in ATTRIBUTES]
+    scenes = list(itertools.product(*vocabularies))
+    if split == "all":
+        return scenes
+
+    def is_eval(scene: tuple[str, ...]) -> bool:
+        return sum(vocabulary.index(word) for vocabulary, word in zip(vocabularies, scene)) % EVAL_SCENE_MODULUS == 0
+
+    return [scene for scene in scenes if is_eval(scene) == (split == "eval")]
+
+
+def split_clue_indices(attribute: str, word: str, split: str) -> range:
+    """Return the clue phrasings of ``word`` that ``split`` uses: the last for "eval", the others for "train"."""
+    count = len(CLUE_TABLES[attribute][word])
+    if split == "eval":
+        return range(count - 1, count)
+    if split == "train":
+        return range(count - 1)
+    return range(count)
+
+
+def draw_task(rng: np.random.Generator, split: str = "all") -> DrawTask:
+    """Draw a target uniformly over the scenes of ``split``, then one of its clue phrasings per attribute."""
+    scenes = split_scenes(split)
+    words = scenes[int(rng.integers(len(scenes)))]
+    clue_indices = []
+    for attribute, word in zip(ATTRIBUTES, words):
+        choices = split_clue_indices(attribute, word, split)
+        clue_indices.append(choices[int(rng.integers(len(choices)))])
+    return DrawTask(*words, clue_indices=tuple(clue_indices))
 
 
 def coerce_task(task: Any) -> DrawTask:
@@ -267,13 +309,21 @@ class DrawSceneTextEnv(ToolTextEnv):
     result of each tool call.
 
     ## Starting State
-    ``reset(seed=N)`` draws the target uniformly over the 240 scenes and one of the
-    two or three clue phrasings of each attribute, from the seed, so the same seed
-    gives the same episode. ``reset(options={"task": task})`` plays a given
-    :class:`DrawTask`, a dict of its fields or a ``bitimage`` ``Scene``.
+    ``reset(seed=N)`` draws the target uniformly over the scenes of the split and one
+    of the split's clue phrasings of each attribute, from the seed, so the same seed
+    gives the same episode. The splits (see :func:`split_scenes`):
 
-    NOTE: every seed draws from the same 240 targets and the same clue phrasings, so
-    the trainer's held-out evaluation seeds play targets seen in training.
+    * ``"train"``: 192 of the 240 scenes, with every phrasing of a word but its last;
+    * ``"eval"``: the other 48 scenes, with the last phrasing of each word, so an eval
+      episode has a scene and wording that training never showed;
+    * ``"all"``: every scene and phrasing;
+    * ``"auto"`` (default): the train split for seeds below 1,000,000 and unseeded
+      resets, and the eval split from 1,000,000 on. The ERL trainer trains on seeds
+      from 0 and evaluates on seeds from 1,000,000, so its held-out evaluation plays
+      the eval split.
+
+    ``reset(options={"task": task})`` plays a given :class:`DrawTask`, a dict of its
+    fields or a ``bitimage`` ``Scene``, whatever the split.
 
     ## Rewards
     The first description the image tool accepts ends the episode. Its parsed
@@ -299,6 +349,7 @@ class DrawSceneTextEnv(ToolTextEnv):
       files go to a new temporary folder. Without a model, a PNG is written only when
       ``image_dir`` is given.
     * ``direct``: state the target's words plainly instead of as clues, for debugging.
+    * ``split``: ``"auto"``, ``"train"``, ``"eval"`` or ``"all"``, see Starting State.
     * ``partial_credit``: see Rewards. Default False.
     * ``max_steps``: replies per episode, at least 1. Default 3.
     * ``format_penalty``: non-negative amount subtracted from an invalid reply's reward.
@@ -349,6 +400,7 @@ class DrawSceneTextEnv(ToolTextEnv):
         model: str | Path | None = None,
         image_dir: str | Path | None = None,
         direct: bool = False,
+        split: str = "auto",
         partial_credit: bool = False,
         max_steps: int = DEFAULT_MAX_STEPS,
         format_penalty: float = 0.0,
@@ -359,6 +411,9 @@ class DrawSceneTextEnv(ToolTextEnv):
             raise ValueError("max_steps=None is invalid: use an int of at least 1")
         self.max_steps = max_steps
         self.direct = bool(direct)
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r} is invalid: use one of {SPLITS}")
+        self.split = split
         self.partial_credit = bool(partial_credit)
         self.format_penalty = validate_format_penalty(format_penalty)
         self.render_mode = validate_render_mode(render_mode)
@@ -415,7 +470,7 @@ class DrawSceneTextEnv(ToolTextEnv):
         """
         super().reset(seed=seed)
         task = (options or {}).get("task")
-        drawn_task = draw_task(self.np_random)
+        drawn_task = draw_task(self.np_random, self._split_for_seed(seed))
         self.task = coerce_task(task) if task is not None else drawn_task
         self._image_seed = int(self.np_random.integers(2**31))
         self._reset_episode_state()
@@ -434,6 +489,11 @@ class DrawSceneTextEnv(ToolTextEnv):
             "num_ineffective_actions": 0,
             "target": self.task.prompt,
         }
+
+    def _split_for_seed(self, seed: int | None) -> str:
+        if self.split != "auto":
+            return self.split
+        return "eval" if seed is not None and seed >= EVAL_SEED_START else "train"
 
     # ------------------------------------------------------------------ tools
 

@@ -31,7 +31,10 @@ A task asks for an entity (or a number) that only a walk over several facts reve
    - solving the question's :class:`~erlgym.redsearch.queries.Query` over the whole graph
      gives exactly the chosen entity for every variable (a count: exactly the counted set);
    - a single BM25 search with the question text does not return documents that together
-     state every needed fact (:class:`Bm25Probe`), so the task needs more than one search.
+     state every needed fact (:class:`Bm25Probe`), so the task needs more than one search;
+   - for bridge and intersection questions (:data:`ANSWER_SHOWN_SHAPES`), that search does not
+     show the answer in a result's title or snippet, as the search tool of
+     ``erlgym/SearchQA-v0`` prints them, so the answer is not one search away either.
 
    The seed fixes every random choice, so ``synthesize_task(graph, task.seed, spec)``
    rebuilds a kept task exactly.
@@ -65,6 +68,7 @@ import logging
 import math
 import random
 import re
+import string
 import time
 import weakref
 from collections import Counter, defaultdict, deque
@@ -76,15 +80,19 @@ from typing import Any, NamedTuple
 import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
 
+from erlgym.envs.answer_scoring import normalize_answer
+from erlgym.envs.search_corpus import (SNIPPET_CHARS, best_snippet, collapse_whitespace, query_terms, shorten,
+                                       to_printable)
+from erlgym.envs.search_qa import MAX_QUERY_CHARS, MAX_TITLE_CHARS
 from erlgym.redsearch.corpus import SearchIndex
 from erlgym.redsearch.difficulty import difficulty_of, min_document_cover
-from erlgym.redsearch.graph import KnowledgeGraph
+from erlgym.redsearch.graph import Document, KnowledgeGraph
 from erlgym.redsearch.queries import (Constraint, GraphIndex, Query, QueryError, SolveBudgetExceeded, Variable,
                                       graph_fingerprint, solve)
 from erlgym.redsearch.tasks import DIFFICULTY_MEASURES, SHAPES, Task, TaskSet
 from erlgym.redsearch.templates import QuestionTemplates, type_words
 
-__all__ = ["Bm25Probe", "SynthesisError", "SynthesisIndexes", "SynthesisSpec", "difficulty_of", "synthesis_indexes",
+__all__ = ["ANSWER_SHOWN_SHAPES", "Bm25Probe", "SynthesisError", "SynthesisIndexes", "SynthesisSpec", "difficulty_of", "synthesis_indexes",
            "synthesize", "synthesize_task", "verify_task"]
 
 logger = logging.getLogger(__name__)
@@ -94,6 +102,14 @@ MIN_HOPS = {"bridge": 1, "intersection": 2, "comparison": 2, "count": 1}
 PERSON_TYPES = frozenset({"person", "human"})
 """Type words (see :func:`~erlgym.redsearch.templates.type_words`) of the entities that
 bridge and comparison questions ask about with "Who" instead of "What" or "Which"."""
+ANSWER_SHOWN_SHAPES = frozenset({"bridge", "intersection"})
+"""Shapes whose tasks are rejected as ``answer_in_results`` when a search for the question shows the answer.
+
+A comparison answer is one of the two compared entities, and a search for the question
+shows the other one about as often, so seeing a name does not give the choice away. A
+count answer is a number, which titles and snippets contain for other reasons (years,
+populations).
+"""
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
                 "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
 
@@ -106,6 +122,10 @@ NEIGHBOR_SAMPLE = 4
 MAX_RIVALS = 64
 # Share of intersection questions that try to close a cycle through a shared named entity.
 CYCLE_SHARE = 0.5
+# Documents whose shown title and snippets the answer_in_results check keeps. The cache
+# is emptied when it reaches this size. Documents of a generated world take about 1.4 KiB
+# each in it (tracemalloc, 10,000-entity world), so a full cache takes about 27 MiB.
+SHOWN_CACHE_SIZE = 20_000
 # Tries per seed at a starting entity before the seed counts as "no_question".
 START_TRIES = 6
 # Size of the pilot, in verified tasks, that plans joint quotas for marginal targets over
@@ -221,7 +241,9 @@ class Bm25Probe:
         self.dense_rows: dict[int, np.ndarray] = {}
 
     def scores(self, query: str) -> np.ndarray:
-        """Return the BM25 score of every indexed document for ``query``."""
+        """Return the BM25 score of every indexed document for ``query``, in ``index.doc_ids`` order."""
+        if not self.index.doc_ids:
+            return np.zeros(0, dtype=np.float32)
         scores = np.zeros(self.num_docs, dtype=self.data.dtype)
         for token in self.TOKEN_PATTERN.findall(query.lower()):
             if token in self.STOPWORDS:
@@ -245,11 +267,15 @@ class Bm25Probe:
             scores[self.indices[start:end]] += self.data[start:end]
         return scores
 
-    def returned(self, query: str, doc_ids: Iterable[str], k: int) -> set[str]:
-        """Return the ids among ``doc_ids`` that ``search(query, k)`` returns (ties at the k-th score included)."""
+    def returned(self, query: str, doc_ids: Iterable[str], k: int, scores: np.ndarray | None = None) -> set[str]:
+        """Return the ids among ``doc_ids`` that ``search(query, k)`` returns (ties at the k-th score included).
+
+        ``scores`` are the query's scores from :meth:`scores`, computed here when not given.
+        """
         if not self.index.doc_ids or k < 1:
             return set()
-        scores = self.scores(query)
+        if scores is None:
+            scores = self.scores(query)
         found = set()
         for doc_id in doc_ids:
             position = self.position.get(doc_id)
@@ -260,19 +286,52 @@ class Bm25Probe:
                 found.add(doc_id)
         return found
 
+    def top(self, scores: np.ndarray, k: int) -> list[str]:
+        """Return the ids of the documents that ``search(query, k)`` returns for the query's ``scores``, best first.
+
+        Like :meth:`returned`, documents tied with the k-th score are included, so the
+        list can be longer than ``k``.
+        """
+        if k < 1:
+            return []
+        positions = np.flatnonzero(scores > 0)
+        if len(positions) > k:
+            kth = np.partition(scores[positions], len(positions) - k)[len(positions) - k]
+            positions = positions[scores[positions] >= kth]
+        order = np.argsort(-scores[positions], kind="stable")
+        return [self.index.doc_ids[position] for position in positions[order]]
+
+
+@dataclass(frozen=True)
+class _ShownDocument:
+    """A document as the ``search`` tool of ``erlgym/SearchQA-v0`` shows it, with the normalized text of each part.
+
+    ``folded`` is the document folded as :class:`~erlgym.envs.search_corpus.SearchCorpus`
+    folds it. ``title`` is the normalized shown title, and ``snippets`` contains the
+    normalized snippet of every sentence, one per line. Each is padded with spaces, so a
+    normalized name matches whole words as ``f" {name} " in title``.
+    """
+
+    source: Document
+    folded: Document
+    title: str
+    snippets: str
+
 
 @dataclass
 class SynthesisIndexes:
     """Indexes that synthesis builds once per graph: typed adjacency, the BM25 index of all documents, and its probe.
 
     ``name_counts`` maps each normalized name or alias (:func:`_name_key`) to the number
-    of distinct entities that carry it.
+    of distinct entities that carry it. ``shown`` caches, by document id, the documents
+    that the answer_in_results check has looked at (:func:`_shown_document`).
     """
 
     index: GraphIndex
     search: SearchIndex
     probe: Bm25Probe
     name_counts: dict[str, int] = field(default_factory=dict)
+    shown: dict[str, _ShownDocument] = field(default_factory=dict)
 
 
 def _name_key(name: str) -> str:
@@ -920,12 +979,98 @@ def _uniqueness_reasons(query: Query, index: GraphIndex, answer: str) -> list[st
     return []
 
 
-def _one_query_reason(question: str, fact_documents: list[frozenset[str]], probe: Bm25Probe, k: int) -> str | None:
+def _one_query_reason(question: str, fact_documents: list[frozenset[str]], probe: Bm25Probe, k: int,
+                      scores: np.ndarray | None = None) -> str | None:
     candidates = set().union(*fact_documents) if fact_documents else set()
-    returned = probe.returned(question, candidates, k)
+    returned = probe.returned(question, candidates, k, scores)
     if all(documents & returned for documents in fact_documents):
         return (f"one_query: a BM25 search for the question returns {', '.join(sorted(returned))} in its top {k}, "
                 "which together state every needed fact")
+    return None
+
+
+def _tool_query(question: str) -> str:
+    """Return the query that the ``search`` tool of ``erlgym/SearchQA-v0`` runs when called with ``question``."""
+    return shorten(collapse_whitespace(_printable(question)), MAX_QUERY_CHARS)
+
+
+def _printable(text: str) -> str:
+    """Return :func:`~erlgym.envs.search_corpus.to_printable` of ``text``, without its per-character loop for printable ASCII."""
+    # to_printable keeps every printable ASCII character, and str.isprintable is False
+    # for the ASCII control and whitespace characters that it may replace.
+    return text if text.isascii() and text.isprintable() else to_printable(text)
+
+
+_ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def _normalize_ascii(text: str) -> str:
+    """Return :func:`~erlgym.envs.answer_scoring.normalize_answer` of ``text``, in C-level string calls for ASCII.
+
+    For ASCII text, normalize_answer's accent folding changes nothing, and the
+    characters it deletes are exactly ``string.punctuation``. Other text goes to
+    normalize_answer itself.
+    """
+    if not text.isascii():
+        return normalize_answer(text)
+    return " ".join(_ARTICLES.sub(" ", text.translate(_ASCII_PUNCTUATION).lower()).split())
+
+
+def _shown_document(document: Document, cache: dict[str, _ShownDocument]) -> _ShownDocument:
+    """Return ``document`` as the search tool shows it, from ``cache`` when it holds this document object."""
+    shown = cache.get(document.doc_id)
+    if shown is not None and shown.source is document:
+        return shown
+    if len(cache) >= SHOWN_CACHE_SIZE:
+        cache.clear()
+    title = shorten(collapse_whitespace(_printable(document.title)), MAX_TITLE_CHARS)
+    sentences = [collapse_whitespace(_printable(sentence)) for sentence in document.sentences]
+    # best_snippet returns one of these shortened sentences, so a name that none of them
+    # contains cannot be in the snippet, whichever sentence the query picks.
+    snippets = "\n".join(f" {_normalize_ascii(shorten(sentence, SNIPPET_CHARS))} " for sentence in sentences)
+    shown = _ShownDocument(document, Document(document.doc_id, title, sentences), f" {_normalize_ascii(title)} ",
+                           snippets)
+    cache[document.doc_id] = shown
+    return shown
+
+
+def _answer_in_results_reason(question: str, answer: str, aliases: Iterable[str], probe: Bm25Probe,
+                              documents: dict[str, Document], k: int, cache: dict[str, _ShownDocument],
+                              question_scores: np.ndarray | None = None) -> str | None:
+    """Return an answer_in_results reason when a search for ``question`` shows the answer or an alias.
+
+    The search is the one the environment's ``search`` tool runs (:func:`_tool_query`), to
+    depth ``k``. The answer counts as shown when its normalized form
+    (:func:`~erlgym.envs.answer_scoring.normalize_answer`, as answers are scored) occurs
+    as whole words in the normalized title or snippet of a result. ``question_scores``
+    are the probe's scores for ``question``, reused when the tool runs the question as it is.
+    """
+    names = [f" {name} " for name in dict.fromkeys(_normalize_ascii(name) for name in (answer, *aliases)) if name]
+    if not names:
+        return None
+    query = _tool_query(question)
+    scores = question_scores if question_scores is not None and query == question else probe.scores(query)
+    terms: set[str] | None = None
+    # NOTE: the environment indexes the documents folded to printable ASCII and the probe
+    # indexes them as they are, so for documents with other characters the two rankings
+    # can differ slightly.
+    for doc_id in probe.top(scores, k):
+        document = documents.get(doc_id)
+        if document is None:
+            continue
+        shown = _shown_document(document, cache)
+        found = next((name for name in names if name in shown.title), None)
+        part = "title"
+        if found is None and any(name in shown.snippets for name in names):
+            if terms is None:
+                terms = query_terms(query)
+            snippet = f" {_normalize_ascii(best_snippet(shown.folded, terms))} "
+            found = next((name for name in names if name in snippet), None)
+            part = "snippet"
+        if found is not None:
+            return (f"answer_in_results: a search for the question shows {found.strip()!r} in the {part} of "
+                    f"{doc_id} within its top {k}")
     return None
 
 
@@ -970,9 +1115,16 @@ def verify_task(graph: KnowledgeGraph, task: Task, index: SearchIndex | None = N
         measured = difficulty_of(query, documents)
         if task.difficulty != measured:
             reasons.append(f"difficulty_mismatch: the task records {task.difficulty}, the graph gives {measured}")
-        reason = _one_query_reason(task.question, documents, probe, bm25_k or len(cover))
+        k = bm25_k or len(cover)
+        scores = probe.scores(task.question)
+        reason = _one_query_reason(task.question, documents, probe, k, scores)
         if reason:
             reasons.append(reason)
+        if task.shape in ANSWER_SHOWN_SHAPES:
+            reason = _answer_in_results_reason(task.question, task.answer, task.aliases, probe, graph.documents, k,
+                                               state.shown, scores)
+            if reason:
+                reasons.append(reason)
     return reasons
 
 
@@ -1025,9 +1177,13 @@ def _attempt(graph: KnowledgeGraph, seed: int, spec: SynthesisSpec, state: Synth
     reasons = _uniqueness_reasons(draft.query, state.index, draft.answer)
     if reasons:
         return None, _code(reasons[0])
-    reason = _one_query_reason(draft.question, documents, state.probe, spec.bm25_k or len(cover))
-    if reason:
+    k = spec.bm25_k or len(cover)
+    scores = state.probe.scores(draft.question)
+    if _one_query_reason(draft.question, documents, state.probe, k, scores):
         return None, "one_query"
+    if draft.shape in ANSWER_SHOWN_SHAPES and _answer_in_results_reason(
+            draft.question, draft.answer, draft.aliases, state.probe, graph.documents, k, state.shown, scores):
+        return None, "answer_in_results"
 
     task = Task(
         task_id=f"{graph.name}-{seed}",

@@ -24,11 +24,13 @@ from erlgym.bitimage.scenes import VOCABULARIES, Scene, all_scenes, parse_descri
 from erlgym.envs.draw_scene import (
     ATTRIBUTES,
     CLUE_TABLES,
+    EVAL_SEED_START,
     EXAMPLE_TASK,
     DrawSceneTextEnv,
     DrawTask,
     coerce_task,
     draw_task,
+    split_scenes,
 )
 from test_bitimage_pipeline import tiny_config
 
@@ -114,10 +116,10 @@ def test_clue_tables_match_vocabularies():
         assert tuple(CLUE_TABLES[attribute]) == VOCABULARIES[attribute], attribute
 
 
-def test_every_word_has_two_clues_without_its_word():
+def test_every_word_has_three_clues_without_its_word():
     for attribute, table in CLUE_TABLES.items():
         for word, clues in table.items():
-            assert len(clues) >= 2, word
+            assert len(clues) >= 3, word
             assert len(set(clues)) == len(clues), word
             for clue in clues:
                 assert clue.isascii(), clue
@@ -161,11 +163,66 @@ def test_seeded_targets_are_solvable():
         assert reward == 1.0, seed
 
 
-def test_draw_task_covers_vocabularies():
+@pytest.mark.parametrize("split", ["train", "eval", "all"])
+def test_draw_task_covers_vocabularies(split):
     rng = np.random.default_rng(0)
-    tasks = [draw_task(rng) for _ in range(2000)]
+    tasks = [draw_task(rng, split) for _ in range(2000)]
     for attribute in ATTRIBUTES:
         assert {getattr(task, attribute) for task in tasks} == set(VOCABULARIES[attribute]), attribute
+
+
+def test_splits_partition_scenes():
+    train, evaluation = set(split_scenes("train")), set(split_scenes("eval"))
+
+    assert len(train) == 192
+    assert len(evaluation) == 48
+    assert not train & evaluation
+    assert train | evaluation == set(split_scenes("all"))
+
+
+def test_draw_task_keeps_split_phrasings():
+    rng = np.random.default_rng(1)
+    for split in ("train", "eval"):
+        scenes = set(split_scenes(split))
+        for _ in range(300):
+            task = draw_task(rng, split)
+            assert tuple(task.attributes().values()) in scenes
+            for attribute, index in zip(ATTRIBUTES, task.clue_indices):
+                last = len(CLUE_TABLES[attribute][getattr(task, attribute)]) - 1
+                assert (index == last) == (split == "eval"), (split, attribute, index)
+
+
+def test_auto_split_follows_seed():
+    env = make_env()
+    evaluation = set(split_scenes("eval"))
+
+    trained = [env.reset(seed=seed)[1]["target"] for seed in range(40)]
+    held_out = [env.reset(seed=EVAL_SEED_START + seed)[1]["target"] for seed in range(40)]
+
+    assert not any(_words(target) in evaluation for target in trained)
+    assert all(_words(target) in evaluation for target in held_out)
+
+
+def _words(target: str) -> tuple[str, str, str, str]:
+    scene = parse_description(target)
+    return tuple(getattr(scene, attribute) for attribute in ATTRIBUTES)
+
+
+def test_fixed_split_ignores_seed():
+    env = make_env(split="train")
+    evaluation = set(split_scenes("eval"))
+
+    targets = [env.reset(seed=EVAL_SEED_START + seed)[1]["target"] for seed in range(40)]
+
+    assert not any(_words(target) in evaluation for target in targets)
+    with pytest.raises(ValueError, match="split='test' is invalid"):
+        DrawSceneTextEnv(split="test")
+
+
+def test_few_shot_example_is_a_train_scene():
+    assert tuple(EXAMPLE_TASK.attributes().values()) in set(split_scenes("train"))
+    for attribute, index in zip(ATTRIBUTES, EXAMPLE_TASK.clue_indices):
+        assert index < len(CLUE_TABLES[attribute][getattr(EXAMPLE_TASK, attribute)]) - 1
 
 
 def test_direct_mode_states_words():
