@@ -45,7 +45,6 @@ import torch
 from torch import nn
 
 from erlgym.bitimage.checkpoint import (
-    SCENE_CONDITION_SIZES,
     TOKENIZER_FOLDER,
     check_compatible,
     save_model,

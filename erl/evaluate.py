@@ -7,7 +7,6 @@ valid actions on the first turn.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
