@@ -27,10 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
 from erlgym.bitimage.config import TOKENIZER_FOLDER
 from erlgym.bitimage.generator import BitGenerator, GeneratorConfig
 from erlgym.bitimage.scenes import ATTRIBUTES, VOCABULARIES, Scene, parse_description
@@ -41,6 +37,8 @@ from erlgym.bitimage.tokenizer import (
     load_tokenizer,
     save_tokenizer,
 )
+from erlgym.bitimage.weights import load_weights, save_weights
+from PIL import Image
 
 MODEL_FORMAT = "erlgym.bitimage"
 MODEL_VERSION = 1
@@ -91,8 +89,7 @@ def save_generator(model: BitGenerator, folder: str | Path) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``folder``, creating it if needed, and return the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, folder / WEIGHTS_FILE, metadata={"format": GENERATOR_FORMAT})
+    save_weights(model, folder / WEIGHTS_FILE, GENERATOR_FORMAT)
     document = {"format": GENERATOR_FORMAT, "version": GENERATOR_VERSION,
                 "config": generator_config_to_dict(model.config)}
     (folder / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -122,17 +119,8 @@ def load_generator(folder: str | Path, device: str | torch.device = "cpu") -> Bi
     folder = Path(folder)
     _require_files(folder, (CONFIG_FILE, WEIGHTS_FILE), "generator")
     config = _read_generator_config(folder / CONFIG_FILE)
-    try:
-        state = load_file(folder / WEIGHTS_FILE)
-    except (SafetensorError, OSError) as error:
-        raise ImageModelError(f"corrupt generator weights {folder / WEIGHTS_FILE}: {error}") from error
-
     model = BitGenerator(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ImageModelError(f"generator weights {folder / WEIGHTS_FILE} do not match the config in "
-                              f"{folder / CONFIG_FILE}: {error}") from error
+    load_weights(model, folder / WEIGHTS_FILE, folder / CONFIG_FILE, "generator", ImageModelError)
     return model.to(device).eval()
 
 

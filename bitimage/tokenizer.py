@@ -33,12 +33,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from erlgym.bitimage.quantizer import DEFAULT_TEMPERATURE, BinaryQuantizer
 from erlgym.bitimage.scenes import scene_batch
+from erlgym.bitimage.weights import load_weights, save_weights
 
 logger = logging.getLogger(__name__)
 
@@ -382,8 +381,7 @@ def save_tokenizer(model: BinaryTokenizer, folder: str | Path) -> Path:
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, folder / WEIGHTS_FILE, metadata={"format": CHECKPOINT_FORMAT})
+    save_weights(model, folder / WEIGHTS_FILE, CHECKPOINT_FORMAT)
     document = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.config.to_dict()}
     (folder / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return folder
@@ -444,16 +442,6 @@ def load_tokenizer(
             f"tokenizer config in {folder} differs from the expected config, as (stored, expected): {differences}"
         )
 
-    try:
-        state = load_file(folder / WEIGHTS_FILE)
-    except (SafetensorError, OSError) as error:
-        raise TokenizerCheckpointError(f"corrupt tokenizer weights {folder / WEIGHTS_FILE}: {error}") from error
-
     model = BinaryTokenizer(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise TokenizerCheckpointError(
-            f"tokenizer weights {folder / WEIGHTS_FILE} do not match the config in {folder / CONFIG_FILE}: {error}"
-        ) from error
+    load_weights(model, folder / WEIGHTS_FILE, folder / CONFIG_FILE, "tokenizer", TokenizerCheckpointError)
     return model.to(device).eval()

@@ -35,11 +35,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from erlgym.bitimage.scenes import ATTRIBUTES, VOCABULARIES, Scene, all_scenes, render, scene_batch
+from erlgym.bitimage.weights import load_weights, save_weights
 
 if TYPE_CHECKING:
     from erlgym.bitimage.checkpoint import ImageModel
@@ -243,8 +242,7 @@ def save_verifier(model: SceneVerifier, folder: str | Path, info: dict[str, Any]
     """Write ``model.safetensors`` and ``config.json`` (config plus ``info``) into ``folder`` and return it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, folder / WEIGHTS_FILE, metadata={"format": CHECKPOINT_FORMAT})
+    save_weights(model, folder / WEIGHTS_FILE, CHECKPOINT_FORMAT)
     document = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.config.to_dict(),
                 "info": info or {}}
     (folder / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -286,16 +284,8 @@ def load_verifier(folder: str | Path | None = None, device: str | torch.device =
         config = VerifierConfig.from_dict(document["config"])
     except (KeyError, TypeError) as error:
         raise VerifierError(f"invalid verifier config in {path}: {error}") from error
-    try:
-        state = load_file(folder / WEIGHTS_FILE)
-    except (SafetensorError, OSError) as error:
-        raise VerifierError(f"corrupt verifier weights {folder / WEIGHTS_FILE}: {error}") from error
     model = SceneVerifier(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise VerifierError(f"verifier weights {folder / WEIGHTS_FILE} do not match the config in {path}: "
-                            f"{error}") from error
+    load_weights(model, folder / WEIGHTS_FILE, path, "verifier", VerifierError)
     model.info = document.get("info", {})
     return model.to(device).eval()
 

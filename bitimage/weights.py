@@ -1,0 +1,38 @@
+"""Reading and writing the safetensors weight file of a bitimage model part.
+
+The tokenizer, the generator and the verifier each store ``model.safetensors`` next to a
+``config.json``. These helpers write the weights, and load them back with errors that
+name the file and, for weights that do not fit, the config they were checked against.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+def save_weights(model: nn.Module, path: Path, format_name: str) -> None:
+    """Write the CPU copy of ``model``'s state dict to ``path``, with ``format_name`` in the file's metadata."""
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, path, metadata={"format": format_name})
+
+
+def load_weights(model: nn.Module, path: Path, config_path: Path, part: str, error_type: type[Exception]) -> None:
+    """Load the weights in ``path`` into ``model``, which was built from the config in ``config_path``.
+
+    Raises:
+        error_type: "corrupt <part> weights <path>" for an unreadable file, and
+            "<part> weights <path> do not match the config in <config_path>" for missing,
+            unexpected or differently shaped tensors.
+    """
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise error_type(f"corrupt {part} weights {path}: {error}") from error
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise error_type(f"{part} weights {path} do not match the config in {config_path}: {error}") from error
