@@ -85,11 +85,11 @@ def generator_config_from_dict(values: dict[str, Any]) -> GeneratorConfig:
     return GeneratorConfig(**values)
 
 
-def save_generator(model: BitGenerator, folder: str | Path) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``folder``, creating it if needed, and return the folder."""
+def save_generator(model: BitGenerator, folder: str | Path, weights_dtype: str = "float32") -> Path:
+    """Write ``model.safetensors`` (in ``weights_dtype``) and ``config.json`` into ``folder``, and return the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_weights(model, folder / WEIGHTS_FILE, GENERATOR_FORMAT)
+    save_weights(model, folder / WEIGHTS_FILE, GENERATOR_FORMAT, weights_dtype)
     document = {"format": GENERATOR_FORMAT, "version": GENERATOR_VERSION,
                 "config": generator_config_to_dict(model.config)}
     (folder / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -156,8 +156,11 @@ def package_version() -> str:
 
 
 def save_model(folder: str | Path, tokenizer: BinaryTokenizer, generator: BitGenerator,
-               info: dict[str, Any] | None = None) -> Path:
+               info: dict[str, Any] | None = None, weights_dtype: str = "float32") -> Path:
     """Write a model folder with both parts and ``bitimage.json``, and return the folder.
+
+    The weight files store floating-point tensors in ``weights_dtype`` ("float32",
+    "float16" or "bfloat16"); ``load_model`` casts them back to float32.
 
     ``info`` contains the JSON-compatible entries to store in ``bitimage.json``, such as
     ``training`` (the settings), ``steps`` (per stage) and ``metrics``. ``save_model``
@@ -179,8 +182,8 @@ def save_model(folder: str | Path, tokenizer: BinaryTokenizer, generator: BitGen
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / INFO_FILE).unlink(missing_ok=True)
-    save_tokenizer(tokenizer, folder / TOKENIZER_FOLDER)
-    save_generator(generator, folder / GENERATOR_FOLDER)
+    save_tokenizer(tokenizer, folder / TOKENIZER_FOLDER, weights_dtype)
+    save_generator(generator, folder / GENERATOR_FOLDER, weights_dtype)
 
     document = {
         "format": MODEL_FORMAT,

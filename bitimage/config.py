@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from erlgym.bitimage.tokenizer import TokenizerConfig
 
 HEADS = ("diffusion", "bernoulli")
+WEIGHT_DTYPES = ("float32", "float16", "bfloat16")
+"""Dtypes that saved weight files may use."""
 """Generator output heads; equal to ``erlgym.bitimage.generator.HEADS``, which a test checks."""
 
 MIN_LEARNING_RATE_FRACTION = 0.1
@@ -101,6 +103,11 @@ class ImageTrainConfig:
         metadata=_help("GeneratorConfig fields to change, as JSON, e.g. '{\"width\": 64, \"depth\": 2}'. bits, grid "
                        "and condition_sizes follow the tokenizer and the scenes."))
 
+    weights_dtype: str = field(
+        default="float32",
+        metadata=_help("Dtype of the saved weight files; float16 halves them. Training always runs in float32.",
+                       choices=WEIGHT_DTYPES))
+
     # Evaluation
     eval_images: int = field(
         default=512, metadata=_help("Held-out scenes on which the tokenizer's PSNR and bit usage are measured."))
@@ -128,6 +135,9 @@ class ImageTrainConfig:
                 raise ImageTrainError(f"invalid {name} {value}: expected a positive number")
         if not 0 <= self.seed <= MAX_SEED:
             raise ImageTrainError(f"invalid seed {self.seed}: expected 0 to {MAX_SEED}")
+        if self.weights_dtype not in WEIGHT_DTYPES:
+            raise ImageTrainError(f"invalid weights_dtype {self.weights_dtype!r}: expected one of "
+                                  f"{', '.join(WEIGHT_DTYPES)}")
         if self.head not in HEADS:
             raise ImageTrainError(f"invalid head {self.head!r}: expected one of {', '.join(HEADS)}")
         import torch
@@ -218,8 +228,10 @@ class ImageTrainConfig:
         return cls(**values)
 
 
-RESUMABLE_FIELDS = ("save_every", "out", "device")
-"""ImageTrainConfig fields that may change when a run is resumed, because the weights do not depend on them."""
+RESUMABLE_FIELDS = ("save_every", "out", "device", "weights_dtype")
+"""ImageTrainConfig fields that may change when a run is resumed, because the trained weights do not depend on them.
+
+Resuming a finished run with another ``weights_dtype`` rewrites its model folder in that dtype."""
 
 
 def _as_dict(value: Any, name: str) -> dict[str, Any]:

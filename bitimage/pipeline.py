@@ -129,7 +129,7 @@ def train_image_model(config: ImageTrainConfig | None = None, out: str | Path | 
     run requires the folder to be missing or empty. With ``resume=True`` the folder must
     contain the ``training/`` state of an earlier run. The run then continues after the
     last saved step with the saved settings. When ``config`` is given, it must equal the
-    saved settings except for the ``RESUMABLE_FIELDS`` (save_every, out, device), which
+    saved settings except for the ``RESUMABLE_FIELDS`` (save_every, out, device, weights_dtype), which
     it sets. ``on_progress`` gets a :class:`TrainProgress` at the start of every stage
     and after every step. An exception it raises, such as KeyboardInterrupt, stops the
     run after the state of the last ``save_every`` boundary was saved.
@@ -188,7 +188,7 @@ def train_image_model(config: ImageTrainConfig | None = None, out: str | Path | 
         "torch_version": torch.__version__,
         "metrics": metrics,
     }
-    save_model(folder, tokenizer, generator, info)
+    save_model(folder, tokenizer, generator, info, weights_dtype=config.weights_dtype)
     logger.info("wrote bitimage model to %s: %s", folder, metrics)
     return folder
 

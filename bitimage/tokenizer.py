@@ -374,14 +374,14 @@ def train_tokenizer(
 # Saving and loading
 
 
-def save_tokenizer(model: BinaryTokenizer, folder: str | Path) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``folder``, creating it if needed.
+def save_tokenizer(model: BinaryTokenizer, folder: str | Path, weights_dtype: str = "float32") -> Path:
+    """Write ``model.safetensors`` (in ``weights_dtype``) and ``config.json`` into ``folder``, creating it if needed.
 
     Returns the folder path. Existing files of the same names are overwritten.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_weights(model, folder / WEIGHTS_FILE, CHECKPOINT_FORMAT)
+    save_weights(model, folder / WEIGHTS_FILE, CHECKPOINT_FORMAT, weights_dtype)
     document = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.config.to_dict()}
     (folder / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return folder

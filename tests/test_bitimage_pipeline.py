@@ -296,6 +296,28 @@ def test_tokenizer_from_resumes_from_its_copy(trained, tmp_path):
     assert weight_files(folder) == weight_files(trained[0])
 
 
+def test_finished_run_resaved_in_float16(trained, tmp_path):
+    folder = tmp_path / "model"
+    train_image_model(tiny_config(), folder)
+    sizes = {part: (folder / part / WEIGHTS_FILE).stat().st_size for part in (TOKENIZER_FOLDER, GENERATOR_FOLDER)}
+
+    train_image_model(tiny_config(weights_dtype="float16"), folder, resume=True)
+
+    for part in (TOKENIZER_FOLDER, GENERATOR_FOLDER):
+        half = load_file(folder / part / WEIGHTS_FILE)
+        full = load_file(trained[0] / part / WEIGHTS_FILE)
+        assert (folder / part / WEIGHTS_FILE).stat().st_size < 0.6 * sizes[part], part
+        for name, tensor in full.items():
+            if tensor.is_floating_point():
+                assert half[name].dtype == torch.float16, name
+                torch.testing.assert_close(half[name].float(), tensor, rtol=1e-3, atol=1e-4)
+            else:
+                assert torch.equal(half[name], tensor), name
+    model = load_model(folder)
+    assert all(parameter.dtype == torch.float32 for parameter in model.generator.parameters())
+    assert model.generate(["red circle top-left"])[0].shape == (1, 32, 32, 3)
+
+
 def test_tokenizer_from_errors(trained, tmp_path):
     with pytest.raises(ImageTrainError, match="tokenizer/config.json not found"):
         tiny_config(tokenizer_from=str(tmp_path), tokenizer_overrides={}).validate()
@@ -313,6 +335,7 @@ def test_tokenizer_from_errors(trained, tmp_path):
     ({"tokenizer_overrides": {"bits": 6}}, "invalid group_size"),
     ({"tokenizer_overrides": {"channels": 1}}, "scene images have 3 channels"),
     ({"device": "no-such-device"}, "invalid device"),
+    ({"weights_dtype": "int8"}, "invalid weights_dtype 'int8'"),
 ])
 def test_config_rejects_invalid_settings(changes, message):
     with pytest.raises(ImageTrainError) as error:
