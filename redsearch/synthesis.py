@@ -81,8 +81,7 @@ import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
 
 from erlgym.envs.answer_scoring import normalize_answer
-from erlgym.envs.search_corpus import (SNIPPET_CHARS, best_snippet, collapse_whitespace, query_terms, shorten,
-                                       to_printable)
+from erlgym.envs.search_corpus import best_snippet, collapse_whitespace, query_terms, shorten, to_printable
 from erlgym.envs.search_qa import MAX_QUERY_CHARS, MAX_TITLE_CHARS
 from erlgym.redsearch.corpus import SearchIndex
 from erlgym.redsearch.difficulty import difficulty_of, min_document_cover
@@ -92,8 +91,8 @@ from erlgym.redsearch.queries import (Constraint, GraphIndex, Query, QueryError,
 from erlgym.redsearch.tasks import DIFFICULTY_MEASURES, SHAPES, Task, TaskSet
 from erlgym.redsearch.templates import QuestionTemplates, type_words
 
-__all__ = ["ANSWER_SHOWN_SHAPES", "Bm25Probe", "SynthesisError", "SynthesisIndexes", "SynthesisSpec", "difficulty_of", "synthesis_indexes",
-           "synthesize", "synthesize_task", "verify_task"]
+__all__ = ["ANSWER_SHOWN_SHAPES", "Bm25Probe", "SynthesisError", "SynthesisIndexes", "SynthesisSpec", "difficulty_of",
+           "synthesis_indexes", "synthesize", "synthesize_task", "verify_task"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +121,6 @@ NEIGHBOR_SAMPLE = 4
 MAX_RIVALS = 64
 # Share of intersection questions that try to close a cycle through a shared named entity.
 CYCLE_SHARE = 0.5
-# Documents whose shown title and snippets the answer_in_results check keeps. The cache
-# is emptied when it reaches this size. Documents of a generated world take about 1.4 KiB
-# each in it (tracemalloc, 10,000-entity world), so a full cache takes about 27 MiB.
-SHOWN_CACHE_SIZE = 20_000
 # Tries per seed at a starting entity before the seed counts as "no_question".
 START_TRIES = 6
 # Size of the pilot, in verified tasks, that plans joint quotas for marginal targets over
@@ -175,8 +170,9 @@ class SynthesisSpec:
     joint: list[dict[str, float]] = field(default_factory=list, metadata=_help(
         'Joint target: rows of measure values and a share, e.g. [{"hops": 2, "documents": 2, "share": 1.0}].'))
     bm25_k: int | None = field(default=5, metadata=_help(
-        "Depth of the single BM25 search whose results must not contain all the evidence; None uses "
-        "the task's document count. 5 is the search environment's default top_k."))
+        "Depth of the single BM25 search whose results must not contain all the evidence, nor show the answer "
+        "of a bridge or intersection question; None uses the task's document count. 5 is the search "
+        "environment's default top_k."))
     use_attributes: bool = field(default=True, metadata=_help(
         "Describe an entity also by an attribute value when its relation leaves several candidates."))
     min_count: int = field(default=2, metadata=_help(
@@ -226,6 +222,11 @@ class Bm25Probe:
     # take at most DENSE_ROW_BYTES.
     DENSE_SHARE = 0.05
     DENSE_ROW_BYTES = 64 * 2**20
+    # top() finds the k-th highest score with k passes of argmax up to this k, and with
+    # np.partition above it. For k = 5 over 100,000 random scores, top() took about 80 µs
+    # with the passes and 630 µs with the partition (numpy 2.4.6, one core of a 2-core
+    # x86_64 VM loaded by other jobs).
+    ARGMAX_K = 16
 
     def __init__(self, index: SearchIndex):
         self.index = index
@@ -292,30 +293,24 @@ class Bm25Probe:
         Like :meth:`returned`, documents tied with the k-th score are included, so the
         list can be longer than ``k``.
         """
-        if k < 1:
+        if k < 1 or len(scores) == 0 or scores.max() <= 0:
             return []
-        positions = np.flatnonzero(scores > 0)
-        if len(positions) > k:
-            kth = np.partition(scores[positions], len(positions) - k)[len(positions) - k]
-            positions = positions[scores[positions] >= kth]
+        positive = np.count_nonzero(scores > 0)
+        if positive <= k:
+            positions = np.flatnonzero(scores > 0)
+        else:
+            positions = np.flatnonzero(scores >= self._kth_highest(scores, k))
         order = np.argsort(-scores[positions], kind="stable")
         return [self.index.doc_ids[position] for position in positions[order]]
 
-
-@dataclass(frozen=True)
-class _ShownDocument:
-    """A document as the ``search`` tool of ``erlgym/SearchQA-v0`` shows it, with the normalized text of each part.
-
-    ``folded`` is the document folded as :class:`~erlgym.envs.search_corpus.SearchCorpus`
-    folds it. ``title`` is the normalized shown title, and ``snippets`` contains the
-    normalized snippet of every sentence, one per line. Each is padded with spaces, so a
-    normalized name matches whole words as ``f" {name} " in title``.
-    """
-
-    source: Document
-    folded: Document
-    title: str
-    snippets: str
+    def _kth_highest(self, scores: np.ndarray, k: int) -> float:
+        """Return the k-th highest of ``scores``, counting equal scores separately."""
+        if k > self.ARGMAX_K:
+            return float(np.partition(scores, len(scores) - k)[len(scores) - k])
+        remaining = scores.copy()
+        for _ in range(k - 1):
+            remaining[remaining.argmax()] = -np.inf
+        return float(remaining.max())
 
 
 @dataclass
@@ -323,15 +318,13 @@ class SynthesisIndexes:
     """Indexes that synthesis builds once per graph: typed adjacency, the BM25 index of all documents, and its probe.
 
     ``name_counts`` maps each normalized name or alias (:func:`_name_key`) to the number
-    of distinct entities that carry it. ``shown`` caches, by document id, the documents
-    that the answer_in_results check has looked at (:func:`_shown_document`).
+    of distinct entities that carry it.
     """
 
     index: GraphIndex
     search: SearchIndex
     probe: Bm25Probe
     name_counts: dict[str, int] = field(default_factory=dict)
-    shown: dict[str, _ShownDocument] = field(default_factory=dict)
 
 
 def _name_key(name: str) -> str:
@@ -995,7 +988,7 @@ def _tool_query(question: str) -> str:
 
 
 def _printable(text: str) -> str:
-    """Return :func:`~erlgym.envs.search_corpus.to_printable` of ``text``, without its per-character loop for printable ASCII."""
+    """Return :func:`~erlgym.envs.search_corpus.to_printable` of ``text``, skipping its loop for printable ASCII."""
     # to_printable keeps every printable ASCII character, and str.isprintable is False
     # for the ASCII control and whitespace characters that it may replace.
     return text if text.isascii() and text.isprintable() else to_printable(text)
@@ -1017,26 +1010,30 @@ def _normalize_ascii(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text.translate(_ASCII_PUNCTUATION).lower()).split())
 
 
-def _shown_document(document: Document, cache: dict[str, _ShownDocument]) -> _ShownDocument:
-    """Return ``document`` as the search tool shows it, from ``cache`` when it holds this document object."""
-    shown = cache.get(document.doc_id)
-    if shown is not None and shown.source is document:
-        return shown
-    if len(cache) >= SHOWN_CACHE_SIZE:
-        cache.clear()
+def _shown_texts(document: Document, terms: set[str]) -> tuple[str, str]:
+    """Return the title and snippet that the ``search`` tool shows for ``document``, for a query with ``terms``.
+
+    The document is folded as :class:`~erlgym.envs.search_corpus.SearchCorpus` folds it.
+    """
     title = shorten(collapse_whitespace(_printable(document.title)), MAX_TITLE_CHARS)
-    sentences = [collapse_whitespace(_printable(sentence)) for sentence in document.sentences]
-    # best_snippet returns one of these shortened sentences, so a name that none of them
-    # contains cannot be in the snippet, whichever sentence the query picks.
-    snippets = "\n".join(f" {_normalize_ascii(shorten(sentence, SNIPPET_CHARS))} " for sentence in sentences)
-    shown = _ShownDocument(document, Document(document.doc_id, title, sentences), f" {_normalize_ascii(title)} ",
-                           snippets)
-    cache[document.doc_id] = shown
-    return shown
+    folded = Document(document.doc_id, title,
+                      [collapse_whitespace(_printable(sentence)) for sentence in document.sentences])
+    return title, best_snippet(folded, terms)
+
+
+def _may_show(document: Document, names: list[str]) -> bool:
+    """Return False when no title or snippet of ``document`` can contain one of the normalized ``names``.
+
+    Every word of a normalized title or snippet is a substring of the document's printable
+    text, lowercased and without punctuation, so one pass over that text rules out most
+    documents before their snippet is chosen.
+    """
+    text = _printable(f"{document.title} {document.text}").lower().translate(_ASCII_PUNCTUATION)
+    return any(all(word in text for word in name.split()) for name in names)
 
 
 def _answer_in_results_reason(question: str, answer: str, aliases: Iterable[str], probe: Bm25Probe,
-                              documents: dict[str, Document], k: int, cache: dict[str, _ShownDocument],
+                              documents: dict[str, Document], k: int,
                               question_scores: np.ndarray | None = None) -> str | None:
     """Return an answer_in_results reason when a search for ``question`` shows the answer or an alias.
 
@@ -1046,7 +1043,7 @@ def _answer_in_results_reason(question: str, answer: str, aliases: Iterable[str]
     as whole words in the normalized title or snippet of a result. ``question_scores``
     are the probe's scores for ``question``, reused when the tool runs the question as it is.
     """
-    names = [f" {name} " for name in dict.fromkeys(_normalize_ascii(name) for name in (answer, *aliases)) if name]
+    names = [name for name in dict.fromkeys(_normalize_ascii(name) for name in (answer, *aliases)) if name]
     if not names:
         return None
     query = _tool_query(question)
@@ -1057,20 +1054,16 @@ def _answer_in_results_reason(question: str, answer: str, aliases: Iterable[str]
     # can differ slightly.
     for doc_id in probe.top(scores, k):
         document = documents.get(doc_id)
-        if document is None:
+        if document is None or not _may_show(document, names):
             continue
-        shown = _shown_document(document, cache)
-        found = next((name for name in names if name in shown.title), None)
-        part = "title"
-        if found is None and any(name in shown.snippets for name in names):
-            if terms is None:
-                terms = query_terms(query)
-            snippet = f" {_normalize_ascii(best_snippet(shown.folded, terms))} "
-            found = next((name for name in names if name in snippet), None)
-            part = "snippet"
-        if found is not None:
-            return (f"answer_in_results: a search for the question shows {found.strip()!r} in the {part} of "
-                    f"{doc_id} within its top {k}")
+        if terms is None:
+            terms = query_terms(query)
+        for part, text in zip(("title", "snippet"), _shown_texts(document, terms)):
+            padded = f" {_normalize_ascii(text)} "
+            for name in names:
+                if f" {name} " in padded:
+                    return (f"answer_in_results: a search for the question shows {name!r} in the {part} of "
+                            f"{doc_id} within its top {k}")
     return None
 
 
@@ -1081,7 +1074,7 @@ def verify_task(graph: KnowledgeGraph, task: Task, index: SearchIndex | None = N
     Runs every check that :func:`synthesize` runs (see the module docstring), and also
     that the task's evidence documents state every fact and its difficulty matches the
     graph. ``index`` is the BM25 index of the graph's documents, built if not given;
-    ``bm25_k`` is the search depth, None for the task's document count.
+    ``bm25_k`` is the depth of the search for the question, None for the task's document count.
     """
     state = synthesis_indexes(graph)
     probe = state.probe if index is None or index is state.search else Bm25Probe(index)
@@ -1122,7 +1115,7 @@ def verify_task(graph: KnowledgeGraph, task: Task, index: SearchIndex | None = N
             reasons.append(reason)
         if task.shape in ANSWER_SHOWN_SHAPES:
             reason = _answer_in_results_reason(task.question, task.answer, task.aliases, probe, graph.documents, k,
-                                               state.shown, scores)
+                                               scores)
             if reason:
                 reasons.append(reason)
     return reasons
@@ -1182,7 +1175,7 @@ def _attempt(graph: KnowledgeGraph, seed: int, spec: SynthesisSpec, state: Synth
     if _one_query_reason(draft.question, documents, state.probe, k, scores):
         return None, "one_query"
     if draft.shape in ANSWER_SHOWN_SHAPES and _answer_in_results_reason(
-            draft.question, draft.answer, draft.aliases, state.probe, graph.documents, k, state.shown, scores):
+            draft.question, draft.answer, draft.aliases, state.probe, graph.documents, k, scores):
         return None, "answer_in_results"
 
     task = Task(

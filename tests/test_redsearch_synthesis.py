@@ -10,16 +10,22 @@ from collections import Counter, defaultdict
 
 import networkx as nx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from erlgym.envs.answer_scoring import normalize_answer
+from erlgym.envs.search_corpus import to_printable
+from erlgym.envs.search_qa import SearchQATextEnv
+from erlgym.redsearch import synthesis
 from erlgym.redsearch.corpus import SearchIndex
 from erlgym.redsearch.difficulty import (count_cycles, exact_treewidth, min_document_cover, reasoning_graph,
                                          treewidth)
 from erlgym.redsearch.graph import Document, KnowledgeGraph
 from erlgym.redsearch.queries import Constraint, GraphIndex, Query, Variable, solve
-from erlgym.redsearch.synthesis import (MAX_COUNT, MAX_HOPS, Bm25Probe, SynthesisError, SynthesisSpec, _fit_joint,
-                                        _plan_quotas,
-                                        _round_joint, _Run, _Targets, difficulty_of, synthesize, synthesize_task,
-                                        verify_task)
+from erlgym.redsearch.synthesis import (ANSWER_SHOWN_SHAPES, MAX_COUNT, MAX_HOPS, Bm25Probe, SynthesisError,
+                                        SynthesisSpec, _answer_in_results_reason, _fit_joint, _normalize_ascii,
+                                        _plan_quotas, _printable, _round_joint, _Run, _Targets, difficulty_of,
+                                        synthesis_indexes, synthesize, synthesize_task, verify_task)
 from erlgym.redsearch.tasks import DIFFICULTY_MEASURES, SHAPES, Task, TaskSet
 from erlgym.redsearch.templates import (QuestionTemplates, TemplateError, default_relation_template, plural,
                                          type_words)
@@ -232,18 +238,22 @@ def chain_query(length: int) -> Query:
 # ---------------------------------------------------------------------- shapes
 
 
-@pytest.mark.parametrize("shape,hops", [("bridge", 2), ("bridge", 3), ("intersection", 2), ("intersection", 3),
-                                        ("comparison", 2), ("count", 2)])
-def test_shape_task_verifies(town, shape, hops):
+# Every 2-hop intersection task of the town that passes the other checks shows its answer
+# in a search for the question (answer_in_results), so that case runs on the random world.
+@pytest.mark.parametrize("shape,hops,graph_name", [
+    ("bridge", 2, "town"), ("bridge", 3, "town"), ("intersection", 2, "world"), ("intersection", 3, "town"),
+    ("comparison", 2, "town"), ("count", 2, "town")])
+def test_shape_task_verifies(request, shape, hops, graph_name):
+    graph = request.getfixturevalue(graph_name)
     spec = SynthesisSpec(shapes={shape: 1.0}, hops=(hops, hops))
 
-    task = first_task(town, spec)
+    task = first_task(graph, spec)
 
     assert task.shape == shape
     assert task.difficulty["hops"] == hops
     assert set(task.difficulty) == set(DIFFICULTY_MEASURES)
     assert task.difficulty["documents"] == len(task.evidence) >= 2
-    assert verify_task(town, task) == []
+    assert verify_task(graph, task) == []
 
 
 def test_shape_questions_are_worded_by_shape(town):
@@ -462,7 +472,8 @@ def test_synthesis_counts_ambiguous_anchors():
 
 def test_distinct_names_keep_anchor():
     graph = namesake_town("Avon River")
-    spec = SynthesisSpec(count=5, seed=0, shapes={"bridge": 1.0, "intersection": 1.0}, max_attempts=2000)
+    # None of the first 5 tasks that pass verification names Avonlea, and some of the first 15 do.
+    spec = SynthesisSpec(count=15, seed=0, shapes={"bridge": 1.0, "intersection": 1.0}, max_attempts=2000)
 
     task_set = synthesize(graph, spec)
 
@@ -545,6 +556,115 @@ def test_search_missing_evidence_passes(town):
     assert reasons == []
 
 
+def lantern_creator_birthplace_task(graph: KnowledgeGraph) -> Task:
+    """A bridge task whose answer, Paper Lantern, is the title of the third result of a search for its question."""
+    query = Query("select", {"a0": Variable(entity="bree"), "x0": Variable(type="person"), "x1": Variable(type="work")},
+                  [Constraint("x0", "born_in", "a0"), Constraint("x1", "created_by", "x0")], target="x1",
+                  bindings={"a0": ["bree"], "x0": ["ben"], "x1": ["lantern"]})
+    return make_task("What is the work created by the person born in Bree?", "Paper Lantern", query, graph,
+                     ["ben", "lantern"])
+
+
+def lantern_creator_task(graph: KnowledgeGraph) -> Task:
+    """An intersection task whose answer, Ben Marsh, is in the first result's snippet of a search for its question."""
+    query = Query("select", {"a0": Variable(entity="bree"), "a1": Variable(entity="lantern"),
+                             "x0": Variable(type="person")},
+                  [Constraint("x0", "born_in", "a0"), Constraint("a1", "created_by", "x0")], target="x0",
+                  bindings={"a0": ["bree"], "a1": ["lantern"], "x0": ["ben"]})
+    task = make_task("Which person was born in Bree and created Paper Lantern?", "Ben Marsh", query, graph,
+                     ["ben", "lantern"])
+    task.shape = "intersection"
+    return task
+
+
+RESULT_LINE = re.compile(r"^\d+\. (?P<title>.*?) \(id: [^)]*\): (?P<snippet>.*)$")
+
+
+def search_shows_answer(env: SearchQATextEnv, task: Task) -> bool:
+    """Return whether the environment's search for the question shows the answer or an alias in a title or snippet."""
+    env.reset(options={"task": task})
+    observation = env.step(f"Action: search[{task.question}]")[0]
+    names = [normalize_answer(name) for name in (task.answer, *task.aliases)]
+    results = [RESULT_LINE.match(line) for line in observation.splitlines()[1:-1]]
+    assert results and all(results), observation
+    for result in results:
+        for part in (result["title"], result["snippet"]):
+            if any(name and f" {name} " in f" {normalize_answer(part)} " for name in names):
+                return True
+    return False
+
+
+def town_env(town: KnowledgeGraph, tasks: list[Task]) -> SearchQATextEnv:
+    return SearchQATextEnv(tasks=TaskSet(tasks=tasks, documents=dict(town.documents)), split="all")
+
+
+def test_answer_in_result_title_rejected(town):
+    task = lantern_creator_birthplace_task(town)
+    assert search_shows_answer(town_env(town, [task]), task)
+
+    reasons = verify_task(town, task, bm25_k=5)
+
+    assert reasons == ["answer_in_results: a search for the question shows 'paper lantern' in the title of lantern "
+                       "within its top 5"]
+
+
+def test_answer_in_result_snippet_rejected(town):
+    task = lantern_creator_task(town)
+    assert search_shows_answer(town_env(town, [task]), task)
+
+    reasons = verify_task(town, task, bm25_k=5)
+
+    assert reasons == ["answer_in_results: a search for the question shows 'ben marsh' in the snippet of lantern "
+                       "within its top 5"]
+
+
+def test_answer_below_search_depth_passes(town):
+    task = lantern_creator_birthplace_task(town)
+    returned = [hit.doc_id for hit in SearchIndex(town.documents).search(task.question, 5)]
+    assert returned.index("lantern") > 0
+
+    reasons = verify_task(town, task, bm25_k=1)
+
+    assert reasons == []
+
+
+@pytest.mark.parametrize("shape", ["comparison", "count"])
+def test_answer_in_results_ignores_shape(town, shape):
+    task = lantern_creator_task(town)
+    task.shape = shape
+    assert shape not in ANSWER_SHOWN_SHAPES
+
+    reasons = verify_task(town, task, bm25_k=5)
+
+    assert reasons == []
+
+
+def test_answer_check_agrees_with_env(world, monkeypatch):
+    monkeypatch.setattr(synthesis, "ANSWER_SHOWN_SHAPES", frozenset())
+    task_set = synthesize(world, SynthesisSpec(count=80, seed=3, shapes={"bridge": 1.0, "intersection": 1.0}))
+    env = SearchQATextEnv(tasks=task_set, split="all")
+    probe = synthesis_indexes(world).probe
+
+    verdicts = {}
+    for task in task_set.tasks:
+        reason = _answer_in_results_reason(task.question, task.answer, task.aliases, probe, world.documents, 5)
+        verdicts[task.task_id] = (reason is not None, search_shows_answer(env, task))
+
+    assert any(check for check, _ in verdicts.values())
+    for task_id, (check, shown) in verdicts.items():
+        assert check == shown, task_id
+
+
+def test_synthesis_rejects_answer_in_results(world):
+    task_set = synthesize(world, SynthesisSpec(count=40, seed=3, shapes={"bridge": 1.0, "intersection": 1.0}))
+    env = SearchQATextEnv(tasks=task_set, split="all")
+
+    assert task_set.summary["rejections"].get("answer_in_results", 0) > 0
+    for task in task_set.tasks:
+        assert not search_shows_answer(env, task), task.question
+        assert verify_task(world, task) == []
+
+
 def test_single_document_task_rejected():
     b = GraphBuilder("almanac")
     b.entity("acme", "Acme Foundry", "organisation")
@@ -589,6 +709,39 @@ def test_probe_matches_search(world):
             scores = probe.scores(query)
             for doc_id in returned - expected:
                 assert scores[probe.position[doc_id]] == pytest.approx(hits[-1].score), (query, doc_id)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 20])
+def test_probe_top_matches_search(world, k):
+    index = SearchIndex(world.documents)
+    probe = Bm25Probe(index)
+    rng = random.Random(2)
+    titles = [document.title for document in world.documents.values()]
+    queries = [f"Which person was born in {rng.choice(titles)} and works for {rng.choice(titles)}?"
+               for _ in range(20)]
+    queries += ["the the", "", "born", "Xyzzy"]
+    for query in queries:
+        hits = index.search(query, k)
+        scores = probe.scores(query)
+
+        top = probe.top(scores, k)
+
+        top_scores = [float(scores[probe.position[doc_id]]) for doc_id in top]
+        assert {hit.doc_id for hit in hits} <= set(top), query
+        assert top_scores[:len(hits)] == pytest.approx([hit.score for hit in hits]), query
+        # Documents tied with the k-th result count as returned too.
+        tied = [hits[-1].score] * (len(top) - len(hits)) if hits else []
+        assert top_scores[len(hits):] == pytest.approx(tied), query
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)) | st.text())
+def test_normalize_ascii_matches_normalize_answer(text):
+    assert _normalize_ascii(text) == normalize_answer(text)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)) | st.text())
+def test_printable_matches_to_printable(text):
+    assert _printable(text) == to_printable(text)
 
 
 # ---------------------------------------------------------------------- seeds
