@@ -295,3 +295,15 @@ def test_bundled_verifier_reads_renders():
     assert attribute_accuracy(predicted, attribute_ids)["all"] >= 0.99
     assert features.shape == (256, verifier.config.features)
     assert verifier.info["metrics"]["accuracy"]["all"] >= 0.99
+
+
+def test_bundled_model_draws_what_is_asked():
+    model = load_model()
+    scenes = all_scenes()[::7]  # 35 scenes covering every shape, colour, position and size
+    target = torch.tensor([scene.attribute_ids() for scene in scenes])
+
+    pixels, _ = model.generate(scenes, seed=0)
+    predicted, _ = load_verifier().predict(images_to_tensor(pixels))
+
+    assert model.info["training"]["weights_dtype"] == "float16"
+    assert attribute_accuracy(predicted, target)["all"] >= 0.9
