@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from erlgym.bitimage.config import TOKENIZER_FOLDER
+from erlgym.bitimage.config import TOKENIZER_FOLDER, TRAINING_FOLDER
 from erlgym.bitimage.generator import BitGenerator, GeneratorConfig
 from erlgym.bitimage.scenes import ATTRIBUTES, VOCABULARIES, Scene, parse_description
 from erlgym.bitimage.tokenizer import (
@@ -119,7 +120,10 @@ def load_generator(folder: str | Path, device: str | torch.device = "cpu") -> Bi
     folder = Path(folder)
     _require_files(folder, (CONFIG_FILE, WEIGHTS_FILE), "generator")
     config = _read_generator_config(folder / CONFIG_FILE)
-    model = BitGenerator(config)
+    try:
+        model = BitGenerator(config)
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise ImageModelError(f"invalid generator config in {folder / CONFIG_FILE}: {error}") from error
     load_weights(model, folder / WEIGHTS_FILE, folder / CONFIG_FILE, "generator", ImageModelError)
     return model.to(device).eval()
 
@@ -262,8 +266,13 @@ def load_model(folder: str | Path | None = None, device: str | torch.device = "c
                                   f"Train a model with: {TRAIN_COMMAND}, then pass --model DIR "
                                   f"(or load_model(DIR)) to use it")
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ImageModelError(f"model folder {folder} is a file. Pass a folder written by: {TRAIN_COMMAND}")
     if not folder.is_dir():
         raise ImageModelError(f"model folder {folder} not found. Pass a folder written by: {TRAIN_COMMAND}")
+    if not (folder / INFO_FILE).is_file() and (folder / TRAINING_FOLDER / "config.json").is_file():
+        raise ImageModelError(f"{folder} contains an unfinished training run, not a model. Finish it with: "
+                              f"erlgym image train --resume --out {folder}")
 
     info = read_model_info(folder)
     try:
@@ -318,8 +327,21 @@ class ImageModel:
 
         Raises:
             DescriptionError: a description has an unknown word or lacks an attribute.
+            TypeError: ``descriptions`` is one text instead of a list, or an item is neither text nor Scene.
+            ValueError: no descriptions, a non-finite ``guidance_scale`` or a negative ``seed``.
         """
-        scenes = [item if isinstance(item, Scene) else parse_description(item) for item in descriptions]
+        if isinstance(descriptions, (str, Scene)):
+            raise TypeError(f"expected a list of descriptions, got the single {type(descriptions).__name__} "
+                            f"{descriptions!r}: pass [{descriptions!r}]")
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"invalid guidance_scale {guidance_scale}: expected a finite number such as 2.0")
+        if seed < 0:
+            raise ValueError(f"invalid seed {seed}: expected 0 or more")
+        scenes = []
+        for item in descriptions:
+            if not isinstance(item, (str, Scene)):
+                raise TypeError(f"expected descriptions as text or Scene, got {type(item).__name__} {item!r}")
+            scenes.append(item if isinstance(item, Scene) else parse_description(item))
         if not scenes:
             raise ValueError("expected at least one description")
         device = self.device

@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 # The parser is built at every erlgym start, so this module imports only the torch-free
 # settings. The training and sampling modules load when an image command runs.
-from erlgym.bitimage.config import ImageTrainConfig, ImageTrainError
+from erlgym.bitimage.config import MAX_SEED, ImageTrainConfig, ImageTrainError
 
 # soft_wrap: rich never breaks long lines (paths, commands), so they stay copyable when
 # the output is piped or captured.
@@ -87,10 +89,10 @@ def add_image_command(add_command: Callable[..., argparse.ArgumentParser]) -> ar
     sample.add_argument("--model", type=Path, default=None,
                         help="Model folder written by erlgym image train (default: the checkpoint bundled with "
                              "erlgym).")
-    sample.add_argument("--seed", type=_integer_at_least(0), default=0,
+    sample.add_argument("--seed", type=_integer_at_least(0, MAX_SEED), default=0,
                         help="Seed of the sampling noise; the same descriptions and seed give the same images "
                              "(default: 0).")
-    sample.add_argument("--guidance", type=float, default=2.0,
+    sample.add_argument("--guidance", type=_guidance_scale, default=2.0,
                         help="Classifier-free guidance scale s; 0 is plain conditional sampling, larger values follow "
                              "the description more strictly (default: 2.0).")
     sample.add_argument("--scale", type=_integer_at_least(1), default=4,
@@ -108,7 +110,7 @@ def add_image_command(add_command: Callable[..., argparse.ArgumentParser]) -> ar
                           help="Rendered scenes per step (default: 64).")
     verifier.add_argument("--learning-rate", type=float, default=2e-3,
                           help="Peak AdamW learning rate, decayed on a cosine to 0 (default: 0.002).")
-    verifier.add_argument("--seed", type=_integer_at_least(0), default=0,
+    verifier.add_argument("--seed", type=_integer_at_least(0, MAX_SEED), default=0,
                           help="Seed of the weights, the scenes and the degradation (default: 0).")
 
     evaluate = add_subcommand(
@@ -124,9 +126,10 @@ def add_image_command(add_command: Callable[..., argparse.ArgumentParser]) -> ar
                                "verifier).")
     evaluate.add_argument("--images", type=_integer_at_least(2), default=480,
                           help="Images to generate, cycling through the 240 scenes (default: 480).")
-    evaluate.add_argument("--guidance", type=float, default=2.0,
+    evaluate.add_argument("--guidance", type=_guidance_scale, default=2.0,
                           help="Classifier-free guidance scale of the generator (default: 2.0).")
-    evaluate.add_argument("--seed", type=_integer_at_least(0), default=0, help="Seed of the sampling (default: 0).")
+    evaluate.add_argument("--seed", type=_integer_at_least(0, MAX_SEED), default=0,
+                          help="Seed of the sampling (default: 0).")
     evaluate.add_argument("--out", type=Path, default=None, help="JSON file to write the results to.")
     evaluate.add_argument("--device", default="cpu", help="Torch device to generate on (default: cpu).")
     return image
@@ -157,17 +160,29 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _integer_at_least(minimum: int) -> Callable[[str], int]:
+def _integer_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    expected = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
 
     return parse
+
+
+def _guidance_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 2.0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0 such as 2.0, got {text!r}")
+    return value
 
 
 # ---------------------------------------------------------------------- entry point
@@ -258,7 +273,7 @@ def print_training_summary(info: dict[str, Any]) -> None:
     for stage in ("tokenizer", "generator"):
         loss = metrics.get(f"{stage}_loss")
         seconds = info.get("train_seconds", {}).get(stage)
-        loss_text = "no steps" if loss is None else f"final loss {loss:.4f}"
+        loss_text = "no steps" if loss is None else f"mean loss of the last 50 steps {loss:.4f}"
         output.print(escape(f"{stage}: {info['steps'][stage]} steps, {loss_text}, {seconds} s"))
 
 
@@ -291,6 +306,7 @@ def run_sample(args: argparse.Namespace) -> int:
     # Parse first, so that a typo is reported before the model loads.
     scenes = [parse_description(text) for text in args.descriptions]
     paths = output_paths(args.out, [scene.prompt.replace(" ", "-") for scene in scenes])
+    _check_writable_folder(paths[0].parent, "--out")
     device = _torch_device(args.device)
 
     with console.status("loading model"):
@@ -316,9 +332,30 @@ def _torch_device(name: str):
     import torch
 
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as error:
         raise ImageCommandError(f"invalid --device {name!r}: {error}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ImageCommandError(f"--device {name} is not available: this torch build or machine has no CUDA device. "
+                                f"Use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ImageCommandError(f"invalid --device {name!r}: expected cpu, cuda or mps")
+    return device
+
+
+def _check_writable_folder(folder: Path, option: str) -> None:
+    """Create ``folder`` if needed, before any slow work, and raise ImageCommandError when files cannot go there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ImageCommandError(f"cannot create the folder {folder} for {option}: {error.strerror}. "
+                                f"Pass a path in a writable folder") from error
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ImageCommandError(f"cannot write to the folder {folder} for {option}: {error.strerror}. "
+                                f"Pass a path in a writable folder") from error
 
 
 def run_train_verifier(args: argparse.Namespace) -> int:
@@ -365,6 +402,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.out is not None and args.out.is_dir():
         raise ImageCommandError(f"--out {args.out} is a folder. Pass the path of a JSON file")
+    if args.out is not None:
+        _check_writable_folder(args.out.parent, "--out")
     device = _torch_device(args.device)
     with console.status("loading model and verifier"):
         model = load_model(args.model, device=device)

@@ -34,7 +34,7 @@ GENERATOR_OWN_FIELDS = ("tokens_per_step", "head")
 
 
 TOKENIZER_FOLDER = "tokenizer"
-"""Subfolder of a model folder that holds the tokenizer."""
+"""Subfolder of a model folder that contains the tokenizer."""
 TOKENIZER_CONFIG_FILE = "config.json"
 TRAINING_FOLDER = "training"
 """Subfolder of a model folder with the training settings and states."""
@@ -143,10 +143,15 @@ class ImageTrainConfig:
         import torch
 
         try:
-            torch.device(self.device)
+            device = torch.device(self.device)
         except RuntimeError as error:
             raise ImageTrainError(f"invalid device {self.device!r}: {error}") from error
-        self.generator_config(self.tokenizer_config())
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ImageTrainError(f"device {self.device!r} is not available: this torch build or machine has no "
+                                  f"CUDA device. Use --device cpu")
+        tokenizer_config = self.tokenizer_config()
+        generator_config = self.generator_config(tokenizer_config)
+        _check_buildable(tokenizer_config, generator_config)
         return self
 
     def tokenizer_config(self) -> TokenizerConfig:
@@ -156,7 +161,9 @@ class ImageTrainConfig:
         if self.tokenizer_from is not None:
             return self._reused_tokenizer_config()
 
-        values = {**TokenizerConfig().to_dict(), **_as_dict(self.tokenizer_overrides, "tokenizer_overrides")}
+        overrides = _as_dict(self.tokenizer_overrides, "tokenizer_overrides")
+        _check_value_types(overrides, TokenizerConfig(), "tokenizer_overrides")
+        values = {**TokenizerConfig().to_dict(), **overrides}
         try:
             config = TokenizerConfig.from_dict(values)
         except (TypeError, ValueError) as error:
@@ -210,6 +217,7 @@ class ImageTrainConfig:
         if unknown:
             raise ImageTrainError(f"invalid generator_overrides: unknown fields {unknown}. "
                                   f"Expected fields are {sorted(known - set(GENERATOR_DERIVED_FIELDS))}")
+        _check_value_types(overrides, GeneratorConfig(), "generator_overrides")
         try:
             return GeneratorConfig(**values)
         except (TypeError, ValueError) as error:
@@ -232,6 +240,47 @@ RESUMABLE_FIELDS = ("save_every", "out", "device", "weights_dtype")
 """ImageTrainConfig fields that may change when a run is resumed, because the trained weights do not depend on them.
 
 Resuming a finished run with another ``weights_dtype`` rewrites its model folder in that dtype."""
+
+
+def _check_buildable(tokenizer_config: TokenizerConfig, generator_config: GeneratorConfig) -> None:
+    """Build both models once on the meta device, so settings that only their modules check fail before training."""
+    import torch
+
+    from erlgym.bitimage.generator import BitGenerator
+    from erlgym.bitimage.tokenizer import BinaryTokenizer
+
+    for name, build in (("tokenizer", lambda: BinaryTokenizer(tokenizer_config)),
+                        ("generator", lambda: BitGenerator(generator_config))):
+        try:
+            with torch.device("meta"):
+                build()
+        except (ValueError, TypeError, RuntimeError) as error:
+            raise ImageTrainError(f"invalid {name} settings: {error}. Change {name}_overrides") from error
+
+
+def _check_value_types(overrides: dict[str, Any], defaults: Any, name: str) -> None:
+    """Raise ImageTrainError for an override whose JSON type differs from the default's (int, float, list or text)."""
+    for field_name, value in overrides.items():
+        default = getattr(defaults, field_name, None)
+        if default is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, (tuple, list)):
+            ok = isinstance(value, (tuple, list)) and all(
+                isinstance(item, int) and not isinstance(item, bool) for item in value)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            kinds = {bool: "true or false", int: "an integer", float: "a number", str: "a text"}
+            kind = "a list of integers" if isinstance(default, (tuple, list)) else kinds[type(default)]
+            raise ImageTrainError(f"invalid {name}: {field_name} is {value!r}, expected {kind} such as {default!r}")
 
 
 def _as_dict(value: Any, name: str) -> dict[str, Any]:

@@ -148,6 +148,8 @@ def train_image_model(config: ImageTrainConfig | None = None, out: str | Path | 
     training_folder = folder / TRAINING_FOLDER
     if resume:
         config = _resumed_config(folder, config)
+        # The resumable fields may have changed; a later plain --resume keeps the new values.
+        write_text_atomic(training_folder / TRAINING_CONFIG_FILE, json.dumps(_stored_settings(config), indent=2) + "\n")
     else:
         config = (config or ImageTrainConfig()).validate()
         _check_new_output(folder)

@@ -9,6 +9,7 @@ feedback and can call again.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +99,22 @@ class ImageTool:
         result.image = images[0]
         result.attributes = {"shape": scene.shape, "colour": scene.colour, "position": scene.position,
                              "size": scene.size}
-        name = f"{call:04d}-{scene.size}-{scene.colour}-{scene.shape}-{scene.position}.png"
-        result.path = save_png(images[0], self.out_dir / name, scale=self.scale)
+        path = self._reserve_path(call, f"{scene.size}-{scene.colour}-{scene.shape}-{scene.position}")
+        result.path = save_png(images[0], path, scale=self.scale)
         return result
+
+    def _reserve_path(self, number: int, name: str) -> Path:
+        """Create and return ``out_dir/<number>-<name>.png``, counting up from ``number`` past existing files.
+
+        The file is created exclusively, so tools (or processes) sharing one ``out_dir`` never
+        write the same file.
+        """
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            path = self.out_dir / f"{number:04d}-{name}.png"
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            except FileExistsError:
+                number += 1
+                continue
+            return path

@@ -7,6 +7,7 @@ name the file and, for weights that do not fit, the config they were checked aga
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -33,6 +34,10 @@ def save_weights(model: nn.Module, path: Path, format_name: str, dtype: str = "f
         tensor = tensor.detach().cpu()
         state[name] = (tensor.to(target) if tensor.is_floating_point() else tensor).contiguous()
     save_file(state, path, metadata={"format": format_name})
+    # safetensors creates the file with mode 0600; give it the mode that open() gives other files.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_weights(model: nn.Module, path: Path, config_path: Path, part: str, error_type: type[Exception]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -345,9 +346,11 @@ class DrawSceneTextEnv(ToolTextEnv):
       PNG. None (default) renders the parsed scene procedurally with
       :func:`~erlgym.bitimage.scenes.render` instead, which is faster and does not
       import torch. The reward is the same either way (see Rewards).
-    * ``image_dir``: folder for the PNG files. With a model and no ``image_dir``, the
-      files go to a new temporary folder. Without a model, a PNG is written only when
-      ``image_dir`` is given.
+    * ``image_dir``: folder for the PNG files, created if missing; a path where files
+      cannot be written raises ValueError. With a model and no ``image_dir``, the files
+      go to a new temporary folder that ``close()`` deletes. Without a model, a PNG is
+      written only when ``image_dir`` is given. Environments may share one
+      ``image_dir``: the image tool never writes over an existing file.
     * ``direct``: state the target's words plainly instead of as clues, for debugging.
     * ``split``: ``"auto"``, ``"train"``, ``"eval"`` or ``"all"``, see Starting State.
     * ``partial_credit``: see Rewards. Default False.
@@ -417,7 +420,8 @@ class DrawSceneTextEnv(ToolTextEnv):
         self.partial_credit = bool(partial_credit)
         self.format_penalty = validate_format_penalty(format_penalty)
         self.render_mode = validate_render_mode(render_mode)
-        self.image_dir = Path(image_dir) if image_dir is not None else None
+        self.image_dir = _prepare_image_dir(image_dir) if image_dir is not None else None
+        self._temporary_image_dir: Path | None = None
         self.use_bundled_model = model == BUNDLED_MODEL
         self.model_path = Path(model) if model is not None and not self.use_bundled_model else None
         uses_model = self.use_bundled_model or self.model_path is not None
@@ -445,8 +449,16 @@ class DrawSceneTextEnv(ToolTextEnv):
         # Loaded before the temporary folder is made, so a bad model path leaves no empty folder.
         # A model_path of None loads the bundled checkpoint.
         model = load_model(self.model_path)
-        out_dir = self.image_dir or Path(tempfile.mkdtemp(prefix="erlgym-draw-scene-"))
-        return ImageTool(model, out_dir)
+        if self.image_dir is None:
+            self._temporary_image_dir = Path(tempfile.mkdtemp(prefix="erlgym-draw-scene-"))
+        return ImageTool(model, self.image_dir or self._temporary_image_dir)
+
+    def close(self) -> None:
+        """Delete the temporary image folder, if this environment made one, with the PNGs in it."""
+        if self._temporary_image_dir is not None:
+            shutil.rmtree(self._temporary_image_dir, ignore_errors=True)
+            self._temporary_image_dir = None
+        super().close()
 
     def _reset_episode_state(self) -> None:
         self._steps = 0
@@ -650,6 +662,19 @@ class DrawSceneTextEnv(ToolTextEnv):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _prepare_image_dir(image_dir: str | Path) -> Path:
+    """Create ``image_dir`` if needed and return it; raise ValueError when PNG files cannot be written there."""
+    folder = Path(image_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"image_dir={str(image_dir)!r} is not a writable folder ({error.strerror}): "
+                         f"pass a folder path where PNG files can be written") from error
+    return folder
 
 
 def _parse_like_image_tool(description: str) -> tuple[str, Any]:

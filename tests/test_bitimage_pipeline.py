@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -318,6 +319,25 @@ def test_finished_run_resaved_in_float16(trained, tmp_path):
     assert model.generate(["red circle top-left"])[0].shape == (1, 32, 32, 3)
 
 
+def test_plain_resume_keeps_changed_weights_dtype(tmp_path):
+    folder = tmp_path / "model"
+    train_image_model(tiny_config(), folder)
+    train_image_model(tiny_config(weights_dtype="float16"), folder, resume=True)
+
+    train_image_model(None, folder, resume=True)
+
+    assert load_file(folder / GENERATOR_FOLDER / WEIGHTS_FILE)["start_queries"].dtype == torch.float16
+
+
+def test_weight_files_follow_umask(trained):
+    umask = os.umask(0)
+    os.umask(umask)
+
+    for part in (TOKENIZER_FOLDER, GENERATOR_FOLDER):
+        mode = (trained[0] / part / WEIGHTS_FILE).stat().st_mode & 0o777
+        assert mode == 0o666 & ~umask, oct(mode)
+
+
 def test_tokenizer_from_errors(trained, tmp_path):
     with pytest.raises(ImageTrainError, match="tokenizer/config.json not found"):
         tiny_config(tokenizer_from=str(tmp_path), tokenizer_overrides={}).validate()
@@ -336,6 +356,11 @@ def test_tokenizer_from_errors(trained, tmp_path):
     ({"tokenizer_overrides": {"channels": 1}}, "scene images have 3 channels"),
     ({"device": "no-such-device"}, "invalid device"),
     ({"weights_dtype": "int8"}, "invalid weights_dtype 'int8'"),
+    ({"generator_overrides": {"head_steps": 0}}, "invalid generator settings: need steps >= 1"),
+    ({"generator_overrides": {"mlp_ratio": -1}}, "invalid generator settings"),
+    ({"generator_overrides": {"width": "64"}}, "width is '64', expected an integer"),
+    ({"tokenizer_overrides": {"hidden": [16.5, 32]}}, "expected a list of integers"),
+    ({"device": "cuda:0"} if not torch.cuda.is_available() else {"device": "no-such-device"}, "device"),
 ])
 def test_config_rejects_invalid_settings(changes, message):
     with pytest.raises(ImageTrainError) as error:
@@ -369,6 +394,36 @@ def test_generate_returns_images_and_scenes(trained):
     assert scenes == [Scene("square", "blue", "bottom-right", "large"), descriptions[1]]
     assert np.array_equal(images, again)
     assert not np.array_equal(images, other)
+
+
+@pytest.mark.parametrize(("descriptions", "changes", "error", "message"), [
+    ("red circle center", {}, TypeError, "expected a list of descriptions"),
+    ([None], {}, TypeError, "expected descriptions as text or Scene"),
+    (["red circle center"], {"guidance_scale": float("nan")}, ValueError, "invalid guidance_scale"),
+    (["red circle center"], {"seed": -1}, ValueError, "invalid seed -1"),
+])
+def test_generate_rejects_bad_arguments(trained, descriptions, changes, error, message):
+    with pytest.raises(error, match=message):
+        load_model(trained[0]).generate(descriptions, **changes)
+
+
+def test_load_unfinished_run_says_resume(tmp_path):
+    folder = tmp_path / "model"
+    with pytest.raises(KeyboardInterrupt):
+        train_image_model(tiny_config(), folder, on_progress=InterruptAt("tokenizer", 2))
+
+    with pytest.raises(ImageModelError, match="unfinished training run.*--resume"):
+        load_model(folder)
+
+
+def test_load_generator_config_that_cannot_build(model_copy):
+    path = model_copy / GENERATOR_FOLDER / "config.json"
+    document = json.loads(path.read_text())
+    document["config"]["head_steps"] = 0
+    path.write_text(json.dumps(document))
+
+    with pytest.raises(ImageModelError, match="invalid generator config"):
+        load_model(model_copy)
 
 
 def test_generate_rejects_unknown_word(trained):
@@ -504,6 +559,27 @@ def test_cli_sample_png_out_for_several_descriptions(trained, tmp_path):
 
     assert status == EXIT_USAGE
     assert "names one PNG file, but 2 descriptions were given" in stderr
+
+
+@pytest.mark.parametrize("option", [["--guidance", "nan"], ["--guidance", "-1"], ["--seed", "99999999999999999999"]])
+def test_cli_sample_rejects_bad_numbers(trained, tmp_path, option):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(["image", "sample", "red circle center", "--model", str(trained[0]), "--out",
+                  str(tmp_path / "a.png"), *option])
+
+    assert exit_info.value.code == EXIT_USAGE
+
+
+def test_cli_sample_unwritable_out(trained, tmp_path):
+    blocker = tmp_path / "file.png"
+    blocker.write_bytes(b"keep")
+
+    status, _, stderr = run_main(["image", "sample", "red circle center", "--model", str(trained[0]),
+                                  "--out", str(blocker / "a.png")])
+
+    assert status == EXIT_USAGE
+    assert "cannot create the folder" in stderr
+    assert blocker.read_bytes() == b"keep"
 
 
 def test_cli_sample_unknown_word(trained, tmp_path):

@@ -623,3 +623,37 @@ def test_parser_accepts_empty_argument_only_where_allowed():
     assert "draw needs" in parser.parse("Action: draw[]").error
     with pytest.raises(ValueError, match="not among the tools"):
         ToolCallParser(("draw",), no_argument_tools=("vocabulary",))
+
+
+def test_unwritable_image_dir_raises(tmp_path):
+    file = tmp_path / "square.png"
+    file.write_bytes(b"png")
+
+    with pytest.raises(ValueError, match="is not a writable folder"):
+        DrawSceneTextEnv(image_dir=file)
+    assert file.read_bytes() == b"png"
+
+
+@pytest.mark.slow
+def test_shared_image_dir_keeps_every_drawing(tiny_model, tmp_path):
+    first = make_env(model=str(tiny_model), image_dir=tmp_path)
+    second = make_env(model=str(tiny_model), image_dir=tmp_path)
+    paths = []
+    for env, seed in ((first, 1), (second, 2)):
+        env.reset(seed=seed, options={"task": Scene("circle", "red", "center", "large")})
+        paths.append(env.step(draw("red circle center"))[4]["image_path"])
+
+    assert paths[0] != paths[1]
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_close_deletes_temporary_image_folder(tiny_model):
+    env = make_env(model=str(tiny_model))
+    env.reset(seed=0, options={"task": Scene("circle", "red", "center", "large")})
+    path = Path(env.step(draw("red circle center"))[4]["image_path"])
+    assert path.is_file()
+
+    env.close()
+
+    assert not path.parent.exists()
