@@ -55,6 +55,7 @@ EVAL_SEED_START = 1_000_000
 """First seed that ``split="auto"`` plays from the eval split. It equals the trainer's
 offset of held-out evaluation seeds, so training and evaluation see different targets."""
 EVAL_SCENE_MODULUS = 5
+JUDGES = ("description", "image")
 BUNDLED_MODEL = "bundled"
 """Value of ``model`` that selects the bitimage checkpoint shipped with erlgym."""
 
@@ -139,6 +140,8 @@ CLUE_TABLES: dict[str, dict[str, tuple[str, ...]]] = {
     "position": POSITION_CLUES,
     "size": SIZE_CLUES,
 }
+CLUE_TABLES_WORDS = {attribute: tuple(table) for attribute, table in CLUE_TABLES.items()}
+"""The vocabulary of each attribute, in the order of the verifier's class ids."""
 
 
 @dataclass(frozen=True)
@@ -327,12 +330,15 @@ class DrawSceneTextEnv(ToolTextEnv):
     fields or a ``bitimage`` ``Scene``, whatever the split.
 
     ## Rewards
-    The first description the image tool accepts ends the episode. Its parsed
-    attributes (not the generated pixels) are compared with the target: 1.0 when all
-    four match, else 0.0. With ``partial_credit=True`` the reward is the fraction of
-    matching attributes (0.25 per attribute). The reward is therefore the same with a
-    trained generator and without one. Other valid calls earn 0.0. An invalid reply,
-    including a description the tool rejects, earns ``-format_penalty``.
+    The first description the image tool accepts ends the episode. By default
+    (``judge="description"``) its parsed attributes are compared with the target: 1.0
+    when all four match, else 0.0, the same with a trained generator and without one.
+    With ``judge="image"`` the drawn pixels are compared instead: the bitimage verifier
+    (:mod:`erlgym.bitimage.verifier`) reads the four attributes from the image, so a
+    generator mistake costs reward as a wrong word does. With ``partial_credit=True``
+    the reward is the fraction of matching attributes (0.25 per attribute). Other valid
+    calls earn 0.0. An invalid reply, including a description the tool rejects, earns
+    ``-format_penalty``.
 
     ## Episode End
     Terminated: a ``draw`` call with a description the tool accepts (``success`` is
@@ -353,6 +359,8 @@ class DrawSceneTextEnv(ToolTextEnv):
       ``image_dir``: the image tool never writes over an existing file.
     * ``direct``: state the target's words plainly instead of as clues, for debugging.
     * ``split``: ``"auto"``, ``"train"``, ``"eval"`` or ``"all"``, see Starting State.
+    * ``judge``: ``"description"`` (default) or ``"image"``, see Rewards. ``"image"``
+      loads the bundled verifier in the constructor, which imports torch.
     * ``partial_credit``: see Rewards. Default False.
     * ``max_steps``: replies per episode, at least 1. Default 3.
     * ``format_penalty``: non-negative amount subtracted from an invalid reply's reward.
@@ -379,9 +387,10 @@ class DrawSceneTextEnv(ToolTextEnv):
     ``info`` after ``step`` contains ``action`` (the tool name, or None for an invalid
     reply), ``action_valid``, ``action_effective``, ``success``, ``feedback``,
     ``steps``, ``num_invalid_actions``, ``num_ineffective_actions``, ``target`` (the
-    target's description), ``drawn`` (the parsed description, or None),
-    ``matched_attributes`` (count, 0 to 4) and ``image_path`` (a string, or None when
-    no PNG was written). The last step adds ``episode_feedback``, for example
+    target's description), ``drawn`` (the parsed description, or None), ``seen`` (with
+    ``judge="image"``, the scene the verifier read from the image, else None),
+    ``matched_attributes`` (count, 0 to 4, of the judged attributes) and ``image_path``
+    (a string, or None when no PNG was written). The last step adds ``episode_feedback``, for example
     ``Failed: the drawn colour (red) does not match its clue. The shape, position and
     size were right.`` It names the drawn value of each wrong attribute, never the
     target's.
@@ -404,6 +413,7 @@ class DrawSceneTextEnv(ToolTextEnv):
         image_dir: str | Path | None = None,
         direct: bool = False,
         split: str = "auto",
+        judge: str = "description",
         partial_credit: bool = False,
         max_steps: int = DEFAULT_MAX_STEPS,
         format_penalty: float = 0.0,
@@ -417,6 +427,10 @@ class DrawSceneTextEnv(ToolTextEnv):
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is invalid: use one of {SPLITS}")
         self.split = split
+        if judge not in JUDGES:
+            raise ValueError(f"judge={judge!r} is invalid: use one of {JUDGES}")
+        self.judge = judge
+        self._verifier = _load_verifier() if judge == "image" else None
         self.partial_credit = bool(partial_credit)
         self.format_penalty = validate_format_penalty(format_penalty)
         self.render_mode = validate_render_mode(render_mode)
@@ -468,6 +482,7 @@ class DrawSceneTextEnv(ToolTextEnv):
         self._success = False
         self._vocabulary_shown = False
         self._drawn: dict[str, str] | None = None
+        self._judged: dict[str, str] | None = None
         self._image_path: Path | None = None
 
     # ------------------------------------------------------------------ episode
@@ -515,7 +530,7 @@ class DrawSceneTextEnv(ToolTextEnv):
         return self._draw(call.argument)
 
     def _reward(self, outcome: DrawOutcome) -> float:
-        return self._score(outcome.drawn) if outcome.drawn is not None else 0.0
+        return self._score(self._judged) if outcome.drawn is not None else 0.0
 
     def _show_vocabulary(self) -> DrawOutcome:
         from erlgym.bitimage.tool import vocabulary_text
@@ -544,7 +559,8 @@ class DrawSceneTextEnv(ToolTextEnv):
         self.last_image = image
         drawn = {attribute: getattr(scene, attribute) for attribute in ATTRIBUTES}
         self._drawn, self._image_path = drawn, path
-        matched = self._count_matches(drawn)
+        self._judged = self._read_image(image) if self._verifier is not None else drawn
+        matched = self._count_matches(self._judged)
         self._success = matched == len(ATTRIBUTES)
         drawing_name = f"image {path.name}" if path is not None else "a picture"
         feedback = (
@@ -562,6 +578,14 @@ class DrawSceneTextEnv(ToolTextEnv):
             return image, None
         name = f"{self._image_seed:010d}-{scene.prompt.replace(' ', '-')}.png"
         return image, save_png(image, self.image_dir / name)
+
+    def _read_image(self, image: np.ndarray) -> dict[str, str]:
+        """Return the attributes the verifier reads from a uint8 image (32, 32, 3)."""
+        from erlgym.bitimage.verifier import images_to_tensor
+
+        predicted, _ = self._verifier.predict(images_to_tensor(image[None]))
+        return {attribute: CLUE_TABLES_WORDS[attribute][int(index)]
+                for attribute, index in zip(ATTRIBUTES, predicted[0])}
 
     def _count_matches(self, drawn: dict[str, str]) -> int:
         assert self.task is not None
@@ -600,7 +624,8 @@ class DrawSceneTextEnv(ToolTextEnv):
             "num_ineffective_actions": self._num_ineffective,
             "target": self.task.prompt,
             "drawn": _describe(self._drawn) if self._drawn is not None else None,
-            "matched_attributes": self._count_matches(self._drawn) if self._drawn is not None else 0,
+            "matched_attributes": self._count_matches(self._judged) if self._judged is not None else 0,
+            "seen": _describe(self._judged) if self._judged is not None and self.judge == "image" else None,
             "image_path": str(self._image_path) if self._image_path is not None else None,
         }
 
@@ -609,9 +634,12 @@ class DrawSceneTextEnv(ToolTextEnv):
         if truncated or self._drawn is None:
             parts = [f"Failed: step limit of {self.max_steps} reached without a drawing."]
         elif self._success:
-            parts = [f"Succeeded: your drawing of a {_describe(self._drawn)} matches every clue."]
+            parts = [f"Succeeded: your drawing of a {_describe(self._judged)} matches every clue."]
         else:
-            parts = [_describe_mismatch(self._drawn, self.task.attributes())]
+            parts = [_describe_mismatch(self._judged, self.task.attributes())]
+            if self._judged != self._drawn:
+                parts.append(f"The image shows a {_describe(self._judged)}, although the description asked for a "
+                             f"{_describe(self._drawn)}.")
         if self._num_invalid:
             invalid = count_noun(self._num_invalid, "invalid tool call")
             if self._num_rejected:
@@ -662,6 +690,12 @@ class DrawSceneTextEnv(ToolTextEnv):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _load_verifier() -> Any:
+    from erlgym.bitimage.verifier import load_verifier
+
+    return load_verifier()
 
 
 def _prepare_image_dir(image_dir: str | Path) -> Path:

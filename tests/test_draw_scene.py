@@ -657,3 +657,36 @@ def test_close_deletes_temporary_image_folder(tiny_model):
     env.close()
 
     assert not path.parent.exists()
+
+
+def test_image_judge_rewards_correct_render():
+    env = make_env(judge="image")
+    env.reset(seed=0, options={"task": Scene("triangle", "yellow", "top-right", "small")})
+
+    _, reward, terminated, _, info = env.step(draw("small yellow triangle top-right"))
+
+    assert reward == 1.0
+    assert terminated
+    assert info["seen"] == info["drawn"]
+
+
+@pytest.mark.slow
+def test_image_judge_reads_pixels_not_words(tiny_model, tmp_path):
+    # The tiny model's images are noise, so the verifier reads some other scene than the words.
+    env = make_env(model=str(tiny_model), image_dir=tmp_path, judge="image", partial_credit=True)
+    rewards, feedback = [], []
+    for seed in range(4):
+        env.reset(seed=seed, options={"task": Scene("cross", "green", "top-left", "large")})
+        _, reward, _, _, info = env.step(draw("large green cross top-left"))
+        rewards.append(reward)
+        feedback.append(info["episode_feedback"])
+        assert info["drawn"] == "large green cross top-left"
+        assert reward == info["matched_attributes"] / 4
+
+    assert min(rewards) < 1.0
+    assert any("The image shows a" in text for text in feedback)
+
+
+def test_invalid_judge_raises():
+    with pytest.raises(ValueError, match="judge='pixels' is invalid"):
+        DrawSceneTextEnv(judge="pixels")
