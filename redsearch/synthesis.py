@@ -30,8 +30,9 @@ A task asks for an entity (or a number) that only a walk over several facts reve
    - every fact has an evidence document, and the facts need at least two documents;
    - solving the question's :class:`~erlgym.redsearch.queries.Query` over the whole graph
      gives exactly the chosen entity for every variable (a count: exactly the counted set);
-   - a single BM25 search with the question text does not return documents that together
-     state every needed fact (:class:`Bm25Probe`), so the task needs more than one search;
+   - a single BM25 search with the question text, cut as the search tool of
+     ``erlgym/SearchQA-v0`` cuts queries, does not return documents that together state
+     every needed fact (:class:`Bm25Probe`), so the task needs more than one search;
    - for bridge and intersection questions (:data:`ANSWER_SHOWN_SHAPES`), that search does not
      show the answer in a result's title or snippet, as the search tool of
      ``erlgym/SearchQA-v0`` prints them, so the answer is not one search away either.
@@ -977,8 +978,12 @@ def _uniqueness_reasons(query: Query, index: GraphIndex, answer: str) -> list[st
 
 def _one_query_reason(question: str, fact_documents: list[frozenset[str]], probe: Bm25Probe, k: int,
                       scores: np.ndarray | None = None) -> str | None:
+    """Return a one_query reason when the search tool's query for ``question`` returns every needed fact.
+
+    ``scores`` are the probe's scores for ``_tool_query(question)``, computed here when not given.
+    """
     candidates = set().union(*fact_documents) if fact_documents else set()
-    returned = probe.returned(question, candidates, k, scores)
+    returned = probe.returned(_tool_query(question), candidates, k, scores)
     if all(documents & returned for documents in fact_documents):
         return (f"one_query: a BM25 search for the question returns {', '.join(sorted(returned))} in its top {k}, "
                 "which together state every needed fact")
@@ -1044,13 +1049,13 @@ def _answer_in_results_reason(question: str, answer: str, aliases: Iterable[str]
     depth ``k``. The answer counts as shown when its normalized form
     (:func:`~erlgym.envs.answer_scoring.normalize_answer`, as answers are scored) occurs
     as whole words in the normalized title or snippet of a result. ``question_scores``
-    are the probe's scores for ``question``, reused when the tool runs the question as it is.
+    are the probe's scores for ``_tool_query(question)``, computed here when not given.
     """
     names = [name for name in dict.fromkeys(_normalize_ascii(name) for name in (answer, *aliases)) if name]
     if not names:
         return None
     query = _tool_query(question)
-    scores = question_scores if question_scores is not None and query == question else probe.scores(query)
+    scores = question_scores if question_scores is not None else probe.scores(query)
     terms: set[str] | None = None
     # NOTE: the environment indexes the documents folded to printable ASCII and the probe
     # indexes them as they are, so for documents with other characters the two rankings
@@ -1112,7 +1117,7 @@ def verify_task(graph: KnowledgeGraph, task: Task, index: SearchIndex | None = N
         if task.difficulty != measured:
             reasons.append(f"difficulty_mismatch: the task records {task.difficulty}, the graph gives {measured}")
         k = bm25_k or len(cover)
-        scores = probe.scores(task.question)
+        scores = probe.scores(_tool_query(task.question))
         reason = _one_query_reason(task.question, documents, probe, k, scores)
         if reason:
             reasons.append(reason)
@@ -1174,7 +1179,7 @@ def _attempt(graph: KnowledgeGraph, seed: int, spec: SynthesisSpec, state: Synth
     if reasons:
         return None, _code(reasons[0])
     k = spec.bm25_k or len(cover)
-    scores = state.probe.scores(draft.question)
+    scores = state.probe.scores(_tool_query(draft.question))
     if _one_query_reason(draft.question, documents, state.probe, k, scores):
         return None, "one_query"
     if draft.shape in ANSWER_SHOWN_SHAPES and _answer_in_results_reason(

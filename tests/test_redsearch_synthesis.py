@@ -1284,3 +1284,17 @@ def test_person_plural_is_people():
     assert plural("person") == "people"
     assert plural("film studio") == "film studios"
     assert plural("city") == "cities"
+
+
+def test_one_query_check_uses_tool_query(town):
+    # The search tool cuts queries at 200 characters, so words after the cut never reach it.
+    filler = "zq " * 70
+    question = filler + "Bree Paper Lantern Ben Marsh"
+    probe = Bm25Probe(SearchIndex(town.documents))
+    facts = [frozenset({"ben"}), frozenset({"lantern"})]
+    assert probe.returned(question, {"ben", "lantern"}, 5) == {"ben", "lantern"}
+
+    reason = synthesis._one_query_reason(question, facts, probe, 5)
+
+    assert reason is None
+    assert synthesis._one_query_reason("Bree Paper Lantern Ben Marsh", facts, probe, 5) is not None
