@@ -140,8 +140,6 @@ CLUE_TABLES: dict[str, dict[str, tuple[str, ...]]] = {
     "position": POSITION_CLUES,
     "size": SIZE_CLUES,
 }
-CLUE_TABLES_WORDS = {attribute: tuple(table) for attribute, table in CLUE_TABLES.items()}
-"""The vocabulary of each attribute, in the order of the verifier's class ids."""
 
 
 @dataclass(frozen=True)
@@ -405,6 +403,7 @@ class DrawSceneTextEnv(ToolTextEnv):
 
     outcome_type = DrawOutcome
     tool_formats = TOOL_FORMATS
+    last_step_hint = "Your next reply must draw: Action: draw[<description>]."
 
     def __init__(
         self,
@@ -583,8 +582,9 @@ class DrawSceneTextEnv(ToolTextEnv):
         """Return the attributes the verifier reads from a uint8 image (32, 32, 3)."""
         from erlgym.bitimage.verifier import images_to_tensor
 
+        # The clue tables list each vocabulary in the order of the verifier's class ids.
         predicted, _ = self._verifier.predict(images_to_tensor(image[None]))
-        return {attribute: CLUE_TABLES_WORDS[attribute][int(index)]
+        return {attribute: list(CLUE_TABLES[attribute])[int(index)]
                 for attribute, index in zip(ATTRIBUTES, predicted[0])}
 
     def _count_matches(self, drawn: dict[str, str]) -> int:
@@ -605,23 +605,9 @@ class DrawSceneTextEnv(ToolTextEnv):
             "or `Action: vocabulary[]` to list the words the image tool reads."
         )
 
-    def _describe_steps_left(self) -> str:
-        steps_left = self.max_steps - self._steps
-        if steps_left == 1:
-            return "Steps left: 1. Your next reply must draw: Action: draw[<description>]."
-        return f"Steps left: {steps_left}."
-
-    def _build_step_info(self, tool: str | None, outcome: DrawOutcome, feedback: str) -> dict[str, Any]:
+    def _task_info(self) -> dict[str, Any]:
         assert self.task is not None
         return {
-            "action": tool,
-            "action_valid": outcome.valid,
-            "action_effective": outcome.effective,
-            "success": self._success,
-            "feedback": feedback,
-            "steps": self._steps,
-            "num_invalid_actions": self._num_invalid,
-            "num_ineffective_actions": self._num_ineffective,
             "target": self.task.prompt,
             "drawn": _describe(self._drawn) if self._drawn is not None else None,
             "matched_attributes": self._count_matches(self._judged) if self._judged is not None else 0,

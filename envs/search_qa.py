@@ -232,6 +232,7 @@ class SearchQATextEnv(ToolTextEnv):
 
     outcome_type = ToolOutcome
     tool_formats = TOOL_FORMATS
+    last_step_hint = "Your next reply must answer: Action: answer[<answer>]."
 
     def __init__(
         self,
@@ -449,23 +450,9 @@ class SearchQATextEnv(ToolTextEnv):
 
     # ------------------------------------------------------------------ text
 
-    def _describe_steps_left(self) -> str:
-        steps_left = self.max_steps - self._steps
-        if steps_left == 1:
-            return "Steps left: 1. Your next reply must answer: Action: answer[<answer>]."
-        return f"Steps left: {steps_left}."
-
-    def _build_step_info(self, tool: str | None, outcome: ToolOutcome, feedback: str) -> dict[str, Any]:
+    def _task_info(self) -> dict[str, Any]:
         assert self.task is not None
         return {
-            "action": tool,
-            "action_valid": outcome.valid,
-            "action_effective": outcome.effective,
-            "success": self._success,
-            "feedback": feedback,
-            "steps": self._steps,
-            "num_invalid_actions": self._num_invalid,
-            "num_ineffective_actions": self._num_ineffective,
             "task_id": self.task.task_id,
             "answer": self._answer,
             "exact_match": self._score.exact_match if self._score is not None else False,

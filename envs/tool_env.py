@@ -35,16 +35,18 @@ class ToolTextEnv(gymnasium.Env[str, str]):
     """A text environment whose replies are tool calls, with a step limit.
 
     A subclass sets ``outcome_type`` (a dataclass whose first fields are ``valid``,
-    ``effective``, ``feedback``, ``result`` and ``terminated``) and ``tool_formats`` (the
-    call formats an invalid reply's feedback lists). It keeps ``_parser``,
+    ``effective``, ``feedback``, ``result`` and ``terminated``), ``tool_formats`` (the
+    call formats an invalid reply's feedback lists) and ``last_step_hint`` (the sentence
+    the observation adds when one step is left). It keeps ``_parser``,
     ``_last_observation``, ``_steps``, ``_num_invalid``, ``_num_ineffective``,
-    ``_episode_over``, ``_end_flags`` and ``_warned_after_end``, setting them in its
-    constructor and ``reset``. It implements :meth:`_run_tool`, :meth:`_reward`,
-    :meth:`_describe_steps_left`, :meth:`_build_step_info` and :meth:`_summarize_episode`.
+    ``_success``, ``_episode_over``, ``_end_flags`` and ``_warned_after_end``, setting
+    them in its constructor and ``reset``. It implements :meth:`_run_tool`,
+    :meth:`_reward`, :meth:`_task_info` and :meth:`_summarize_episode`.
     """
 
     outcome_type: type
     tool_formats: str
+    last_step_hint: str
     max_steps: int
     format_penalty: float
 
@@ -121,9 +123,27 @@ class ToolTextEnv(gymnasium.Env[str, str]):
         raise NotImplementedError
 
     def _describe_steps_left(self) -> str:
-        raise NotImplementedError
+        steps_left = self.max_steps - self._steps
+        if steps_left == 1:
+            return f"Steps left: 1. {self.last_step_hint}"
+        return f"Steps left: {steps_left}."
 
     def _build_step_info(self, tool: str | None, outcome: Any, feedback: str) -> dict[str, Any]:
+        """Return the ``info`` keys every tool environment shares, followed by :meth:`_task_info`."""
+        return {
+            "action": tool,
+            "action_valid": outcome.valid,
+            "action_effective": outcome.effective,
+            "success": self._success,
+            "feedback": feedback,
+            "steps": self._steps,
+            "num_invalid_actions": self._num_invalid,
+            "num_ineffective_actions": self._num_ineffective,
+            **self._task_info(),
+        }
+
+    def _task_info(self) -> dict[str, Any]:
+        """Return the environment's own ``info`` keys after a step."""
         raise NotImplementedError
 
     def _summarize_episode(self, truncated: bool) -> str:
