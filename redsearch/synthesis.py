@@ -359,8 +359,8 @@ def synthesis_indexes(graph: KnowledgeGraph) -> SynthesisIndexes:
         index = GraphIndex(graph)
         search = SearchIndex(graph.documents)
         state = SynthesisIndexes(index, search, Bm25Probe(search), _name_counts(index))
-        # The groups that count questions draw from depend only on the graph; building them
-        # here keeps their cost (about 1.3 s at 100,000 entities) out of the first synthesis run.
+        # The groups that count questions draw from depend only on the graph. Building them here
+        # keeps their cost (about 1.3 s at 100,000 entities) out of the first synthesis run.
         _count_groups(index)
         _INDEXES[graph] = state
         logger.info("indexed graph %s (%d entities, %d documents) in %.1f s", graph.name, graph.num_entities,
@@ -976,14 +976,15 @@ def _uniqueness_reasons(query: Query, index: GraphIndex, answer: str) -> list[st
     return []
 
 
-def _one_query_reason(question: str, fact_documents: list[frozenset[str]], probe: Bm25Probe, k: int,
+def _one_query_reason(query: str, fact_documents: list[frozenset[str]], probe: Bm25Probe, k: int,
                       scores: np.ndarray | None = None) -> str | None:
-    """Return a one_query reason when the search tool's query for ``question`` returns every needed fact.
+    """Return a one_query reason when a search for ``query`` returns documents that state every needed fact.
 
-    ``scores`` are the probe's scores for ``_tool_query(question)``, computed here when not given.
+    ``query`` is the search tool's query for the question (:func:`_tool_query`), and
+    ``scores`` are the probe's scores for it, computed here when not given.
     """
     candidates = set().union(*fact_documents) if fact_documents else set()
-    returned = probe.returned(_tool_query(question), candidates, k, scores)
+    returned = probe.returned(query, candidates, k, scores)
     if all(documents & returned for documents in fact_documents):
         return (f"one_query: a BM25 search for the question returns {', '.join(sorted(returned))} in its top {k}, "
                 "which together state every needed fact")
@@ -1040,22 +1041,22 @@ def _may_show(document: Document, names: list[str]) -> bool:
     return any(all(word in text for word in name.split()) for name in names)
 
 
-def _answer_in_results_reason(question: str, answer: str, aliases: Iterable[str], probe: Bm25Probe,
+def _answer_in_results_reason(query: str, answer: str, aliases: Iterable[str], probe: Bm25Probe,
                               documents: dict[str, Document], k: int,
-                              question_scores: np.ndarray | None = None) -> str | None:
+                              scores: np.ndarray | None = None) -> str | None:
     """Return an answer_in_results reason when a search for ``question`` shows the answer or an alias.
 
-    The search is the one the environment's ``search`` tool runs (:func:`_tool_query`), to
-    depth ``k``. The answer counts as shown when its normalized form
+    ``query`` is the search the environment's ``search`` tool runs for the question
+    (:func:`_tool_query`), to depth ``k``. The answer counts as shown when its normalized form
     (:func:`~erlgym.envs.answer_scoring.normalize_answer`, as answers are scored) occurs
-    as whole words in the normalized title or snippet of a result. ``question_scores``
-    are the probe's scores for ``_tool_query(question)``, computed here when not given.
+    as whole words in the normalized title or snippet of a result. ``scores`` are the
+    probe's scores for ``query``, computed here when not given.
     """
     names = [name for name in dict.fromkeys(_normalize_ascii(name) for name in (answer, *aliases)) if name]
     if not names:
         return None
-    query = _tool_query(question)
-    scores = question_scores if question_scores is not None else probe.scores(query)
+    if scores is None:
+        scores = probe.scores(query)
     terms: set[str] | None = None
     # NOTE: the environment indexes the documents folded to printable ASCII and the probe
     # indexes them as they are, so for documents with other characters the two rankings
@@ -1117,13 +1118,13 @@ def verify_task(graph: KnowledgeGraph, task: Task, index: SearchIndex | None = N
         if task.difficulty != measured:
             reasons.append(f"difficulty_mismatch: the task records {task.difficulty}, the graph gives {measured}")
         k = bm25_k or len(cover)
-        scores = probe.scores(_tool_query(task.question))
-        reason = _one_query_reason(task.question, documents, probe, k, scores)
+        query = _tool_query(task.question)
+        scores = probe.scores(query)
+        reason = _one_query_reason(query, documents, probe, k, scores)
         if reason:
             reasons.append(reason)
         if task.shape in ANSWER_SHOWN_SHAPES:
-            reason = _answer_in_results_reason(task.question, task.answer, task.aliases, probe, graph.documents, k,
-                                               scores)
+            reason = _answer_in_results_reason(query, task.answer, task.aliases, probe, graph.documents, k, scores)
             if reason:
                 reasons.append(reason)
     return reasons
@@ -1179,11 +1180,12 @@ def _attempt(graph: KnowledgeGraph, seed: int, spec: SynthesisSpec, state: Synth
     if reasons:
         return None, _code(reasons[0])
     k = spec.bm25_k or len(cover)
-    scores = state.probe.scores(_tool_query(draft.question))
-    if _one_query_reason(draft.question, documents, state.probe, k, scores):
+    query = _tool_query(draft.question)
+    scores = state.probe.scores(query)
+    if _one_query_reason(query, documents, state.probe, k, scores):
         return None, "one_query"
     if draft.shape in ANSWER_SHOWN_SHAPES and _answer_in_results_reason(
-            draft.question, draft.answer, draft.aliases, state.probe, graph.documents, k, scores):
+            query, draft.answer, draft.aliases, state.probe, graph.documents, k, scores):
         return None, "answer_in_results"
 
     task = Task(

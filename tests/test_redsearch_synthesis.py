@@ -24,8 +24,8 @@ from erlgym.redsearch.graph import Document, KnowledgeGraph
 from erlgym.redsearch.queries import Constraint, GraphIndex, Query, Variable, solve
 from erlgym.redsearch.synthesis import (ANSWER_SHOWN_SHAPES, MAX_COUNT, MAX_HOPS, Bm25Probe, SynthesisError,
                                         SynthesisSpec, _answer_in_results_reason, _fit_joint, _normalize_ascii,
-                                        _plan_quotas, _printable, _round_joint, _Run, _Targets, difficulty_of,
-                                        synthesis_indexes, synthesize, synthesize_task, verify_task)
+                                        _plan_quotas, _printable, _round_joint, _Run, _Targets, _tool_query,
+                                        difficulty_of, synthesis_indexes, synthesize, synthesize_task, verify_task)
 from erlgym.redsearch.tasks import DIFFICULTY_MEASURES, SHAPES, Task, TaskSet
 from erlgym.redsearch.templates import (QuestionTemplates, TemplateError, default_relation_template, plural,
                                          type_words)
@@ -556,13 +556,13 @@ def test_search_missing_evidence_passes(town):
     assert reasons == []
 
 
-def lantern_creator_birthplace_task(graph: KnowledgeGraph) -> Task:
+def lantern_creator_birthplace_task(graph: KnowledgeGraph,
+                                    question: str = "What is the work created by the person born in Bree?") -> Task:
     """A bridge task whose answer, Paper Lantern, is the title of the third result of a search for its question."""
     query = Query("select", {"a0": Variable(entity="bree"), "x0": Variable(type="person"), "x1": Variable(type="work")},
                   [Constraint("x0", "born_in", "a0"), Constraint("x1", "created_by", "x0")], target="x1",
                   bindings={"a0": ["bree"], "x0": ["ben"], "x1": ["lantern"]})
-    return make_task("What is the work created by the person born in Bree?", "Paper Lantern", query, graph,
-                     ["ben", "lantern"])
+    return make_task(question, "Paper Lantern", query, graph, ["ben", "lantern"])
 
 
 def lantern_creator_task(graph: KnowledgeGraph) -> Task:
@@ -647,7 +647,8 @@ def test_answer_check_agrees_with_env(world, monkeypatch):
 
     verdicts = {}
     for task in task_set.tasks:
-        reason = _answer_in_results_reason(task.question, task.answer, task.aliases, probe, world.documents, 5)
+        reason = _answer_in_results_reason(_tool_query(task.question), task.answer, task.aliases, probe,
+                                           world.documents, 5)
         verdicts[task.task_id] = (reason is not None, search_shows_answer(env, task))
 
     assert any(check for check, _ in verdicts.values())
@@ -1288,13 +1289,13 @@ def test_person_plural_is_people():
 
 def test_one_query_check_uses_tool_query(town):
     # The search tool cuts queries at 200 characters, so words after the cut never reach it.
-    filler = "zq " * 70
-    question = filler + "Bree Paper Lantern Ben Marsh"
+    keywords = "Bree Paper Lantern Ben Marsh"
     probe = Bm25Probe(SearchIndex(town.documents))
-    facts = [frozenset({"ben"}), frozenset({"lantern"})]
-    assert probe.returned(question, {"ben", "lantern"}, 5) == {"ben", "lantern"}
+    assert probe.returned("zq " * 70 + keywords, {"ben", "lantern"}, 5) == {"ben", "lantern"}
 
-    reason = synthesis._one_query_reason(question, facts, probe, 5)
+    def one_query_reasons(question: str) -> list[str]:
+        task = lantern_creator_birthplace_task(town, question)
+        return [reason for reason in verify_task(town, task, bm25_k=5) if reason.startswith("one_query")]
 
-    assert reason is None
-    assert synthesis._one_query_reason("Bree Paper Lantern Ben Marsh", facts, probe, 5) is not None
+    assert one_query_reasons("zq " * 70 + keywords) == []
+    assert one_query_reasons(keywords) != []
