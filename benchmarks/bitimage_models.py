@@ -8,9 +8,10 @@ budget, and differ in one setting: tokens per step k, or the head.
 For every model the script measures
 
 - quality: ``erlgym.bitimage.verifier.evaluate_generation`` on ``--images`` images
-  cycling through the 240 scenes: conditional accuracy per attribute and for all four,
-  and the Fréchet distance between the verifier's features of generated and rendered
-  images (with the tokenizer's reconstructions and two render sets as references);
+  cycling through the 240 scenes. It gives the conditional accuracy per attribute and
+  for all four, and the Fréchet distance between the verifier's features of generated
+  and rendered images, with the tokenizer's reconstructions and two render sets as
+  references;
 - speed: the time to sample ``--speed-batch`` images with the KV cache, after one
   warm-up call, as the median and the best of ``--repeats`` calls.
 

@@ -124,6 +124,14 @@ def model_copy(trained, tmp_path) -> Path:
     return copy
 
 
+def change_generator_config(folder: Path, **changes) -> None:
+    """Overwrite fields of the GeneratorConfig stored in the model folder ``folder``."""
+    path = folder / GENERATOR_FOLDER / "config.json"
+    document = json.loads(path.read_text())
+    document["config"].update(changes)
+    path.write_text(json.dumps(document))
+
+
 # ---------------------------------------------------------------------- training
 
 
@@ -262,7 +270,7 @@ def test_resume_with_other_settings_rejected(tmp_path):
         train_image_model(tiny_config(seed=3), folder, resume=True)
 
 
-def test_tokenizer_from_reuses_the_tokenizer_and_trains_the_same_generator(trained, tmp_path):
+def test_tokenizer_from_trains_same_generator(trained, tmp_path):
     source = trained[0]
     reports = InterruptAt()
 
@@ -417,10 +425,7 @@ def test_load_unfinished_run_says_resume(tmp_path):
 
 
 def test_load_generator_config_that_cannot_build(model_copy):
-    path = model_copy / GENERATOR_FOLDER / "config.json"
-    document = json.loads(path.read_text())
-    document["config"]["head_steps"] = 0
-    path.write_text(json.dumps(document))
+    change_generator_config(model_copy, head_steps=0)
 
     with pytest.raises(ImageModelError, match="invalid generator config"):
         load_model(model_copy)
@@ -483,10 +488,7 @@ def test_load_wrong_format_version(model_copy):
 
 
 def test_load_weights_not_matching_config(model_copy):
-    path = model_copy / GENERATOR_FOLDER / "config.json"
-    document = json.loads(path.read_text())
-    document["config"]["width"] = 32
-    path.write_text(json.dumps(document))
+    change_generator_config(model_copy, width=32)
 
     with pytest.raises(ImageModelError, match="do not match the config"):
         load_model(model_copy)
